@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: demo test check clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+SOURCES = setup.py pyproject.toml README.rst $(shell find kubernetai twisted -name '*.py' 2>/dev/null)
+
+$(STAMP): $(BIN)/python $(SOURCES)
+	$(BIN)/pip install --quiet '.[test]'
+	touch $(STAMP)
+
+# The built-in demo: no cluster needed; listens on 127.0.0.1:1053 (udp+tcp).
+demo: $(STAMP)
+	@echo
+	@echo "kubernetai demo on 127.0.0.1 port 1053 (udp+tcp). In another terminal try:"
+	@echo "  dig @127.0.0.1 -p 1053 web.default.svc.cluster.local A"
+	@echo "  dig @127.0.0.1 -p 1053 db.default.svc.cluster.local AAAA +tcp"
+	@echo "  dig @127.0.0.1 -p 1053 -x 10.96.0.10"
+	@echo "Press Ctrl-C to stop."
+	@echo
+	cd etc/demo && ../../$(BIN)/twistd --pidfile= -n kubernetai --config Corefile
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+check: $(STAMP)
+	$(BIN)/twistd --pidfile= -n kubernetai --config etc/Corefile.example --check
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,202 @@
+"""From a Corefile to a running service: server blocks → resolver chains → listeners.
+
+``load()`` does everything that can fail on bad configuration (parsing,
+keys, duplicate zones, every directive's options) without touching the
+network, so ``--check`` and start-up refuse a bad Corefile alike.
+``KubernetaiService`` then binds the UDP+TCP listeners.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Mapping, Sequence
+
+import attrs
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+
+from kubernetai.corefile import CorefileError, Directive, ServerBlock, parse_file, parse_text
+from kubernetai.directives import order_of, registry
+from kubernetai.plugin import ServerContext, Setup, SetupContext
+from kubernetai.server import Block, KubeDNSServerFactory, chain
+from kubernetai.zones import ZoneError, dedupe, parse_server_key
+
+__all__ = ["BlockPlan", "Plan", "load", "load_text", "KubernetaiService"]
+
+log = Logger()
+
+
+@attrs.define
+class BlockPlan:
+    """One server block on one port, built: what ``--check`` prints."""
+
+    keys: tuple[str, ...]
+    zones: tuple[str, ...]
+    port: int
+    bind: tuple[str, ...]
+    plugins: tuple[str, ...]
+    block: Block
+    file: str
+    line: int
+
+
+@attrs.define
+class Plan:
+    blocks: list[BlockPlan]
+    server: ServerContext
+
+    def listeners(self) -> dict[tuple[str, int], list[Block]]:
+        """(address, port) → the blocks listening there ('' = all addresses)."""
+        out: dict[tuple[str, int], list[Block]] = {}
+        for bp in self.blocks:
+            for addr in bp.bind or ("",):
+                out.setdefault((addr, bp.port), []).append(bp.block)
+        return out
+
+    def describe(self) -> str:
+        lines = []
+        for bp in self.blocks:
+            lines.append(f"server block {', '.join(bp.keys)} ({bp.file}:{bp.line})")
+            lines.append(f"  zones:   {' '.join(bp.zones)}")
+            lines.append(f"  port:    {bp.port} udp+tcp on {', '.join(bp.bind) if bp.bind else 'all addresses'}")
+            lines.append(f"  plugins: {' -> '.join(bp.plugins)}")
+        return "\n".join(lines)
+
+
+def _ports(block: ServerBlock, default_port: int) -> dict[int, list[str]]:
+    """The block's zones grouped by port, as its keys give them."""
+    by_port: dict[int, list[str]] = {}
+    for key in block.keys:
+        try:
+            parsed = parse_server_key(key, default_port)
+        except ZoneError as e:
+            raise CorefileError(block.file, block.line, str(e)) from None
+        by_port.setdefault(parsed.port, []).extend(parsed.zones)
+    if not by_port:
+        raise CorefileError(block.file, block.line, "server block has no zone")
+    return by_port
+
+
+def _build_block(
+    sb: ServerBlock,
+    zones: tuple[str, ...],
+    port: int,
+    server: ServerContext,
+    directives: Mapping[str, Setup],
+) -> BlockPlan:
+    ctx = SetupContext(server=server, zones=zones, port=port, keys=sb.keys)
+    ordered: list[Directive] = sorted(sb.directives, key=lambda d: order_of(d.name, directives))
+    resolvers = []
+    for d in ordered:
+        made = directives[d.name](d, ctx)
+        if made is not None:
+            resolvers.append(made)
+    block = Block(zones, chain(resolvers), ctx.observers, ctx.recursive, label=", ".join(sb.keys))
+    return BlockPlan(
+        sb.keys, zones, port, tuple(ctx.bind), tuple(d.name for d in ordered), block, sb.file, sb.line
+    )
+
+
+def build(
+    blocks: Sequence[ServerBlock],
+    default_port: int,
+    reactor: Any,
+    directives: Mapping[str, Setup] | None = None,
+) -> Plan:
+    directives = registry() if directives is None else directives
+    server = ServerContext(reactor)
+    plans: list[BlockPlan] = []
+    seen: dict[tuple[str, int], ServerBlock] = {}
+    for sb in blocks:
+        for port, zones in _ports(sb, default_port).items():
+            for zone in zones:
+                first = seen.setdefault((zone, port), sb)
+                if first is not sb:
+                    raise CorefileError(
+                        sb.file,
+                        sb.line,
+                        f"zone {zone} on port {port} is defined more than once (first at {first.file}:{first.line})",
+                    )
+            plans.append(_build_block(sb, dedupe(zones), port, server, directives))
+    if not plans:
+        raise CorefileError("Corefile", 1, "no server blocks")
+    return Plan(plans, server)
+
+
+def load(path: str, default_port: int, reactor: Any, environ: Mapping[str, str] | None = None) -> Plan:
+    """Parse and build a Corefile file; raises CorefileError with file:line."""
+    directives = registry()
+    return build(parse_file(path, directives.__contains__, environ), default_port, reactor, directives)
+
+
+def load_text(text: str, default_port: int, reactor: Any, file: str = "Corefile", environ: Mapping[str, str] | None = None) -> Plan:
+    directives = registry()
+    return build(parse_text(text, file, directives.__contains__, environ), default_port, reactor, directives)
+
+
+def _ipv6_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::", 0))
+        return True
+    except OSError:
+        return False
+
+
+class KubernetaiService(MultiService):
+    """Every listener and plugin service of one Corefile.
+
+    Sockets are bound in ``privilegedStartService`` so that twistd binds
+    port 53 before dropping privileges, and so a busy port fails start-up.
+    UDP binds first, then TCP on the same port number (so port 0 works).
+    """
+
+    def __init__(self, plan: Plan, reactor: Any) -> None:
+        super().__init__()
+        self.plan = plan
+        self.reactor = reactor
+        self.ports: list[Any] = []
+        self.factories: dict[tuple[str, int], KubeDNSServerFactory] = {}
+        for svc in plan.server.services:
+            svc.setServiceParent(self)
+
+    def privilegedStartService(self) -> None:
+        if self.factories:
+            return
+        wildcard = "::" if _ipv6_available() else ""
+        for (addr, port), blocks in self.plan.listeners().items():
+            factory = KubeDNSServerFactory(blocks=blocks)
+            interface = addr or wildcard
+            try:
+                udp = self.reactor.listenUDP(port, factory.datagram_protocol(), interface=interface)
+                self.ports.append(udp)
+                actual = udp.getHost().port
+                self.ports.append(self.reactor.listenTCP(actual, factory, interface=interface))
+            except CannotListenError as e:
+                self._close_ports()
+                raise CannotListenError(interface, port, e.socketError) from None
+            self.factories[(addr, actual)] = factory
+            log.info("kubernetai: listening on {addr} port {port} (udp+tcp) for {zones}",
+                     addr=interface or "*", port=actual, zones=" ".join(z for b in blocks for z in b.zones))
+        MultiService.privilegedStartService(self)
+
+    def startService(self) -> None:
+        self.privilegedStartService()  # a no-op when twistd already called it
+        super().startService()
+
+    def addresses(self) -> list[tuple[str, int]]:
+        """The (address, port) pairs actually listened on."""
+        return list(self.factories)
+
+    def _close_ports(self) -> defer.Deferred:
+        ports, self.ports = self.ports, []
+        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        for hook in self.plan.server.pre_stop:
+            yield defer.maybeDeferred(hook)
+        yield self._close_ports()
+        yield defer.maybeDeferred(super().stopService)

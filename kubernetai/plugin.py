@@ -1,0 +1,97 @@
+"""What a Corefile directive's setup function receives and may add to.
+
+A directive is a plain callable ``setup(directive, ctx) -> IResolver | None``.
+Resolvers it returns join the server block's ``ResolverChain`` in plugin
+order; everything else (query observers, services, readiness, listen
+addresses) goes through ``ctx``.  Third-party packages register such
+callables under the ``kubernetai.directives`` entry-point group.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Hashable, Protocol, TypeVar
+
+import attrs
+from twisted.application.service import IService
+from twisted.internet.interfaces import IReactorCore
+
+from kubernetai.corefile import CorefileError, Directive
+from kubernetai.server import QueryEvent
+
+__all__ = ["Setup", "ServerContext", "SetupContext", "Readiness"]
+
+T = TypeVar("T")
+
+
+class Setup(Protocol):
+    def __call__(self, directive: Directive, ctx: "SetupContext") -> object | None: ...
+
+
+@attrs.define
+class Readiness:
+    """Process-wide readiness: every registered check must say yes."""
+
+    checks: dict[str, Callable[[], bool]] = attrs.Factory(dict)
+
+    def add(self, name: str, check: Callable[[], bool]) -> None:
+        base, n = name, 1
+        while name in self.checks:
+            n += 1
+            name = f"{base}#{n}"
+        self.checks[name] = check
+
+    def not_ready(self) -> list[str]:
+        return [name for name, check in self.checks.items() if not check()]
+
+    def ready(self) -> bool:
+        return not self.not_ready()
+
+
+@attrs.define
+class ServerContext:
+    """State shared by all server blocks of one Corefile."""
+
+    reactor: Any
+    services: list[IService] = attrs.Factory(list)
+    readiness: Readiness = attrs.Factory(Readiness)
+    pre_stop: list[Callable[[], Any]] = attrs.Factory(list)
+    status: dict[str, Callable[[], dict]] = attrs.Factory(dict)
+    _shared: dict[Hashable, Any] = attrs.Factory(dict)
+
+    def shared(self, key: Hashable, make: Callable[[], T]) -> T:
+        """One object per key for the whole server (e.g. one /health listener)."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]  # type: ignore[no-any-return]
+
+    def add_service(self, service: IService) -> None:
+        self.services.append(service)
+
+
+@attrs.define
+class SetupContext:
+    """One server block being built: its zones and what its directives add."""
+
+    server: ServerContext
+    zones: tuple[str, ...]
+    port: int
+    keys: tuple[str, ...]
+    observers: list[Callable[[QueryEvent], None]] = attrs.Factory(list)
+    bind: list[str] = attrs.Factory(list)
+    recursive: bool = False
+    seen: set[str] = attrs.Factory(set)
+
+    @property
+    def reactor(self) -> IReactorCore:
+        return self.server.reactor
+
+    def once(self, directive: Directive) -> None:
+        """Refuse a second use of a directive that CoreDNS allows once per block."""
+        if directive.name in self.seen:
+            raise CorefileError(
+                directive.file, directive.line, f"{directive.name}: this plugin can only be used once per server block"
+            )
+        self.seen.add(directive.name)
+
+    def add_observer(self, observer: Callable[[QueryEvent], None]) -> None:
+        self.observers.append(observer)

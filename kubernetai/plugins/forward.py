@@ -1,0 +1,160 @@
+"""``forward FROM TO... { except; force_tcp; prefer_udp; policy; max_concurrent }``.
+
+Queries for names under FROM go to the upstreams through Twisted's own
+``client.Resolver`` (one per upstream, so the policy decides the order).
+Upstream answers are relayed as they are: NXDOMAIN keeps its SOA, other
+error codes pass through.  TO is an address (``1.2.3.4``, ``1.2.3.4:53``,
+``dns://[::1]:53``) or a resolv.conf-style file whose nameservers are used.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Sequence
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
+from twisted.names import client, common, dns, error
+
+from kubernetai import outcome
+from kubernetai.corefile import Directive
+from kubernetai.plugin import SetupContext
+from kubernetai.values import arg_count, integer, ip_port
+from kubernetai.zones import ZoneError, is_subdomain, normalize, zones_of
+
+POLICIES = {"random", "round_robin", "sequential"}
+PROPERTIES = {"except", "force_tcp", "prefer_udp", "policy", "max_concurrent"}
+MAX_UPSTREAMS = 15
+TIMEOUT = (2,)
+
+
+def nameservers_from_file(d: Directive, path: str) -> list[tuple[str, int]]:
+    found = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split("#", 1)[0].split()
+                if len(parts) >= 2 and parts[0] == "nameserver":
+                    found.append(ip_port(d, parts[1].split("%", 1)[0], 53))
+    except OSError as e:
+        raise d.error(f"cannot read {path}: {e.strerror}") from None
+    if not found:
+        raise d.error(f"no nameserver in {path}")
+    return found
+
+
+@attrs.define
+class ForwardResolver(common.ResolverBase):
+    """Relays queries under ``zone`` to upstream DNS servers."""
+
+    zone: str
+    upstreams: Sequence[tuple[str, int]]
+    reactor: object = None
+    excluded: tuple[str, ...] = ()
+    force_tcp: bool = False
+    policy: str = "random"
+    max_concurrent: int = 0
+    in_flight: int = 0
+    _next: int = 0
+    _clients: list = attrs.Factory(list)
+
+    def __attrs_post_init__(self) -> None:
+        common.ResolverBase.__init__(self)
+        self._clients = [client.Resolver(servers=[u], reactor=self.reactor) for u in self.upstreams]
+
+    def _order(self) -> list:
+        clients = list(self._clients)
+        if self.policy == "random":
+            random.shuffle(clients)
+        elif self.policy == "round_robin":
+            n = self._next % len(clients)
+            self._next += 1
+            clients = clients[n:] + clients[:n]
+        return clients
+
+    def _lookup(self, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
+        qname = normalize(name.decode("ascii", "replace"))
+        if not is_subdomain(qname, self.zone) or any(is_subdomain(qname, z) for z in self.excluded):
+            return defer.fail(outcome.NotMine(name))
+        if self.max_concurrent and self.in_flight >= self.max_concurrent:
+            return defer.fail(outcome.Reply(dns.EREFUSED))
+        self.in_flight += 1
+        d = self._ask(self._order(), [dns.Query(name, type, cls)])
+
+        def done(result: object) -> object:
+            self.in_flight -= 1
+            return result
+
+        return d.addBoth(done)
+
+    @defer.inlineCallbacks
+    def _ask(self, clients: list, queries: list) -> object:
+        last: Exception = outcome.ServerFailure("no upstream answered")
+        for upstream in clients:
+            try:
+                if self.force_tcp:
+                    message = yield upstream.queryTCP(queries, TIMEOUT[0])
+                else:
+                    message = yield upstream.queryUDP(queries, TIMEOUT)
+                    if message.trunc:
+                        message = yield upstream.queryTCP(queries, TIMEOUT[0])
+            except (defer.TimeoutError, error.DNSQueryTimeoutError, CannotListenError, OSError) as e:
+                last = outcome.ServerFailure(f"upstream {upstream.servers[0]} failed: {e!r}")
+                continue
+            if message.rCode == dns.OK:
+                return (message.answers, message.authority, [r for r in message.additional if r.type != 41])
+            raise outcome.Reply(
+                message.rCode, message.answers, message.authority,
+                [r for r in message.additional if r.type != 41], bool(message.auth),
+            )
+        raise last
+
+
+def parse(d: Directive, reactor: object) -> ForwardResolver:
+    args = arg_count(d, 2)
+    try:
+        (zone,) = zones_of(args[0])[:1]
+    except ZoneError as e:
+        raise d.error(str(e)) from None
+    upstreams: list[tuple[str, int]] = []
+    for to in args[1:]:
+        if to.startswith("tls://"):
+            raise d.error("tls:// upstreams are not supported by kubernetai's forward")
+        if os.path.sep in to and not to.startswith("dns://"):
+            path = to if os.path.isabs(to) else os.path.join(os.path.dirname(os.path.abspath(d.file)), to)
+            upstreams.extend(nameservers_from_file(d, path))
+        else:
+            upstreams.append(ip_port(d, to, 53))
+    if len(upstreams) > MAX_UPSTREAMS:
+        raise d.error(f"more than {MAX_UPSTREAMS} upstreams")
+    resolver = ForwardResolver(zone, upstreams, reactor)
+    for child in d.children:
+        if child.name == "except":
+            try:
+                resolver.excluded += tuple(z for a in arg_count(child, 1) for z in zones_of(a))
+            except ZoneError as e:
+                raise child.error(str(e)) from None
+        elif child.name == "force_tcp":
+            arg_count(child, 0, 0)
+            resolver.force_tcp = True
+        elif child.name == "prefer_udp":
+            arg_count(child, 0, 0)  # our default: upstream queries start on UDP
+        elif child.name == "policy":
+            policy = arg_count(child, 1, 1)[0]
+            if policy not in POLICIES:
+                raise child.error(f"unknown policy {policy!r} (allowed: {', '.join(sorted(POLICIES))})")
+            resolver.policy = policy
+        elif child.name == "max_concurrent":
+            resolver.max_concurrent = integer(child, arg_count(child, 1, 1)[0], 1, None, "max_concurrent")
+        else:
+            raise child.error(f"unknown property (known: {', '.join(sorted(PROPERTIES))})")
+    return resolver
+
+
+def setup(d: Directive, ctx: SetupContext) -> ForwardResolver:
+    ctx.once(d)
+    resolver = parse(d, ctx.reactor)
+    ctx.recursive = True
+    return resolver

@@ -1,0 +1,184 @@
+"""``hosts [FILE [ZONES...]] { INLINE; ttl; no_reverse; reload; fallthrough }``.
+
+Serves A/AAAA (and PTR unless ``no_reverse``) from a hosts file and inline
+entries, kept in memory and re-read when the file changes.  Unlike
+CoreDNS, which answers SERVFAIL for an unknown name because a hosts file
+has no SOA, we answer NXDOMAIN (with a synthesised SOA below the root).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+import attrs
+from twisted.application.internet import TimerService
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.names import common, dns
+
+from kubernetai import outcome
+from kubernetai.corefile import Directive
+from kubernetai.fallthrough import Fallthrough
+from kubernetai.plugin import SetupContext
+from kubernetai.rr import owner_zone, soa
+from kubernetai.values import arg_count, duration, integer
+from kubernetai.zones import ZoneError, match_zone, normalize, zones_of
+
+log = Logger(namespace="kubernetai.hosts")
+PROPERTIES = {"ttl", "no_reverse", "reload", "fallthrough"}
+
+
+@attrs.define
+class HostsTable:
+    """name → addresses and reverse name → names, from text lines."""
+
+    v4: dict[str, list[str]] = attrs.Factory(dict)
+    v6: dict[str, list[str]] = attrs.Factory(dict)
+    ptr: dict[str, list[str]] = attrs.Factory(dict)
+
+    def add(self, ip_text: str, names: list[str]) -> bool:
+        try:
+            ip = ipaddress.ip_address(ip_text.split("%", 1)[0])
+        except ValueError:
+            return False
+        table = self.v4 if ip.version == 4 else self.v6
+        for name in names:
+            name = normalize(name)
+            table.setdefault(name, [])
+            if str(ip) not in table[name]:
+                table[name].append(str(ip))
+            rev = normalize(ip.reverse_pointer)
+            self.ptr.setdefault(rev, [])
+            if name not in self.ptr[rev]:
+                self.ptr[rev].append(name)
+        return True
+
+    def add_lines(self, text: str) -> None:
+        for line in text.splitlines():
+            fields = line.split("#", 1)[0].split()
+            if len(fields) >= 2:
+                self.add(fields[0], fields[1:])
+
+    def knows(self, name: str) -> bool:
+        return name in self.v4 or name in self.v6 or name in self.ptr
+
+
+@attrs.define
+class HostsResolver(common.ResolverBase):
+    """An IResolver over a hosts file plus inline entries."""
+
+    zones: tuple[str, ...]
+    path: str | None = None
+    inline: list[tuple[str, list[str]]] = attrs.Factory(list)
+    ttl: int = 3600
+    reverse: bool = True
+    fallthrough: Fallthrough = Fallthrough()
+    table: HostsTable = attrs.Factory(HostsTable)
+    _stamp: tuple | None = None
+
+    def __attrs_post_init__(self) -> None:
+        common.ResolverBase.__init__(self)
+        self.reload()
+
+    def reload(self) -> None:
+        """Re-read the file when its mtime/size changed; keep the old table on error."""
+        stamp = None
+        text = ""
+        if self.path:
+            try:
+                st = os.stat(self.path)
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+                if stamp == self._stamp:
+                    return
+                with open(self.path, encoding="utf-8", errors="replace") as f:
+                    text = f.read()
+            except OSError as e:
+                if self._stamp is not False:
+                    log.warn("hosts: cannot read {path}: {error}", path=self.path, error=e.strerror)
+                self._stamp = False  # type: ignore[assignment]
+                if self.table.v4 or self.table.v6:
+                    return
+        elif self._stamp is not None:
+            return
+        table = HostsTable()
+        for ip, names in self.inline:
+            table.add(ip, names)
+        table.add_lines(text)
+        self.table = table
+        self._stamp = stamp if stamp is not None else ()
+
+    def _lookup(self, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
+        qname = name.decode("ascii", "replace") + "."
+        key = normalize(qname)
+        zone = match_zone(key, self.zones)
+        if zone is None:
+            return defer.fail(outcome.NotMine(name))
+        t = self.table
+        if type == dns.PTR and not self.reverse:
+            found = []
+        elif type == dns.A:
+            found = [dns.Record_A(ip, self.ttl) for ip in t.v4.get(key, ())]
+        elif type == dns.AAAA:
+            found = [dns.Record_AAAA(ip, self.ttl) for ip in t.v6.get(key, ())]
+        elif type == dns.PTR:
+            found = [dns.Record_PTR(n, self.ttl) for n in t.ptr.get(key, ())]
+        else:
+            found = []
+        if found:
+            owner = qname.rstrip(".")
+            return defer.succeed(([dns.RRHeader(owner, type, dns.IN, self.ttl, r, auth=True) for r in found], [], []))
+        authority = [] if zone == "." else [soa(owner_zone(qname, zone), self.ttl, 0)]
+        known = t.knows(key) and (type != dns.PTR or self.reverse)
+        if known:
+            return defer.succeed(([], authority, []))
+        if self.fallthrough.through(key):
+            return defer.fail(outcome.FallthroughNXDomain(name, authority))
+        return defer.fail(outcome.NXDomain(name, authority))
+
+
+def parse(d: Directive, block_zones: tuple[str, ...]) -> tuple[HostsResolver, float]:
+    args = d.args
+    path = args[0] if args else "/etc/hosts"
+    zones: list[str] = []
+    try:
+        for z in args[1:]:
+            zones.extend(zones_of(z))
+    except ZoneError as e:
+        raise d.error(str(e)) from None
+    if path and not os.path.isabs(path):
+        path = os.path.join(os.path.dirname(os.path.abspath(d.file)), path)
+    ttl, reverse, reload_period, fall = 3600, True, 5.0, Fallthrough()
+    inline: list[tuple[str, list[str]]] = []
+    for child in d.children:
+        if child.name == "ttl":
+            ttl = integer(child, arg_count(child, 1, 1)[0], 1, 2**31 - 1, "ttl")
+        elif child.name == "no_reverse":
+            arg_count(child, 0, 0)
+            reverse = False
+        elif child.name == "reload":
+            reload_period = duration(child, arg_count(child, 1, 1)[0])
+        elif child.name == "fallthrough":
+            fall = Fallthrough.parse(child)
+        else:
+            try:
+                ipaddress.ip_address(child.name.split("%", 1)[0])
+            except ValueError:
+                raise child.error(
+                    f"unknown property or invalid inline entry (known: {', '.join(sorted(PROPERTIES))}, or 'IP NAME...')"
+                ) from None
+            if not child.args:
+                raise child.error("inline entry needs at least one name after the address")
+            inline.append((child.name, list(child.args)))
+    resolver = HostsResolver(tuple(zones) or block_zones, path, inline, ttl, reverse, fall)
+    return resolver, reload_period
+
+
+def setup(d: Directive, ctx: SetupContext) -> HostsResolver:
+    ctx.once(d)
+    resolver, period = parse(d, ctx.zones)
+    if period > 0 and resolver.path:
+        timer = TimerService(period, resolver.reload)
+        timer.clock = ctx.reactor
+        ctx.server.add_service(timer)
+    return resolver

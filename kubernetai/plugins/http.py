@@ -1,0 +1,66 @@
+"""One small HTTP listener per address, shared by health, ready and status pages."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.web import resource, server
+
+from kubernetai.corefile import Directive
+from kubernetai.plugin import SetupContext
+from kubernetai.values import integer
+
+
+class Page(resource.Resource):
+    """A leaf that answers GET with whatever ``render_page`` returns."""
+
+    isLeaf = True
+
+    def __init__(self, render_page: Callable[[], tuple[int, str, bytes]]) -> None:
+        super().__init__()
+        self.render_page = render_page
+
+    def render_GET(self, request: server.Request) -> bytes:
+        code, content_type, body = self.render_page()
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", content_type.encode())
+        return body
+
+    render_HEAD = render_GET
+
+
+def parse_address(d: Directive, text: str) -> tuple[str, int]:
+    """``:8080``, ``127.0.0.1:8080``, ``[::1]:8080`` → (host, port); '' = all."""
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            raise d.error(f"invalid address {text!r} (want HOST:PORT or :PORT)")
+    return host, integer(d, port, 0, 65535, "port")
+
+
+def mount(ctx: SetupContext, d: Directive, address: str, path: bytes, page: Page) -> None:
+    """Serve ``page`` at ``path`` on ``address``; a path is served once per address."""
+    host, port = parse_address(d, address)
+
+    def make() -> resource.Resource:
+        root = resource.Resource()
+        if ":" in host:
+            endpoint = TCP6ServerEndpoint(ctx.reactor, port, interface=host)
+        else:
+            endpoint = TCP4ServerEndpoint(ctx.reactor, port, interface=host)
+        site = server.Site(root)
+        site.noisy = False
+        svc = StreamServerEndpointService(endpoint, site)
+        svc._raiseSynchronously = True
+        svc.setName(f"http {host or '*'}:{port}")
+        ctx.server.add_service(svc)
+        return root
+
+    root = ctx.server.shared(("http", host, port), make)
+    if path in root.children:
+        return
+    root.putChild(path, page)

@@ -1,0 +1,351 @@
+"""The DNS server: one ``DNSServerFactory`` subclass, UDP and TCP protocols.
+
+The factory fixes what stock ``twisted.names.server`` gets wrong for an
+authoritative server: negative answers carry the zone's SOA and AA, EDNS0 is
+understood, UDP answers are truncated at a record boundary with TC set, bad
+packets get FORMERR (or are dropped) instead of a traceback, and several
+server blocks can share one port, routed by their zones.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from twisted.names import dns, resolve
+from twisted.names.error import AuthoritativeDomainError, DomainError
+from twisted.names.server import DNSServerFactory
+from twisted.protocols.basic import Int16StringReceiver
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from kubernetai import outcome, wire
+from kubernetai.zones import match_zone, normalize
+
+__all__ = ["Block", "QueryEvent", "KubeDNSServerFactory", "DNSDatagramServerProtocol", "DNSStreamServerProtocol"]
+
+log = Logger()
+
+RCODE_NAMES = {
+    dns.OK: "NOERROR",
+    dns.EFORMAT: "FORMERR",
+    dns.ESERVER: "SERVFAIL",
+    dns.ENAME: "NXDOMAIN",
+    dns.ENOTIMP: "NOTIMP",
+    dns.EREFUSED: "REFUSED",
+    wire.BADVERS: "BADVERS",
+}
+
+
+def rcode_name(rcode: int) -> str:
+    return RCODE_NAMES.get(rcode, f"RCODE{rcode}")
+
+
+@attrs.frozen
+class QueryEvent:
+    """One answered query, as the ``log`` and ``errors`` plugins see it."""
+
+    remote: str
+    port: int
+    id: int
+    qtype: int
+    qclass: int
+    qname: str
+    proto: str
+    size: int
+    do: bool
+    bufsize: int
+    rcode: int
+    flags: str
+    rsize: int
+    duration: float
+    ancount: int = 0
+    failure: Failure | None = None
+
+    @property
+    def type_name(self) -> str:
+        return dns.QUERY_TYPES.get(self.qtype) or dns.EXT_QUERIES.get(self.qtype) or f"TYPE{self.qtype}"
+
+    @property
+    def class_name(self) -> str:
+        return dns.QUERY_CLASSES.get(self.qclass) or f"CLASS{self.qclass}"
+
+
+@attrs.define
+class Block:
+    """A server block at run time: its zones and its resolver chain."""
+
+    zones: tuple[str, ...]
+    resolver: object  # an IResolver, usually a ResolverChain
+    observers: list[Callable[[QueryEvent], None]] = attrs.Factory(list)
+    recursive: bool = False
+    label: str = ""
+
+
+@attrs.frozen
+class _Answer:
+    rcode: int
+    aa: bool = False
+    answers: Sequence[dns.RRHeader] = ()
+    authority: Sequence[dns.RRHeader] = ()
+    additional: Sequence[dns.RRHeader] = ()
+    failure: Failure | None = None
+
+
+def _classify(result: object) -> _Answer:
+    """Turn a chain's result or failure into an rcode and sections."""
+    if not isinstance(result, Failure):
+        answers, authority, additional = result  # type: ignore[misc]
+        aa = any(rr.auth for rr in answers) or (
+            not answers and any(rr.auth for rr in authority)
+        )
+        return _Answer(dns.OK, aa, answers, authority, additional)
+    exc = result.value
+    if isinstance(exc, outcome.Reply):
+        return _Answer(exc.rcode, exc.authoritative, exc.answers, exc.authority, exc.additional)
+    if isinstance(exc, (outcome.NXDomain, outcome.FallthroughNXDomain)):
+        return _Answer(dns.ENAME, True, (), exc.authority)
+    if isinstance(exc, AuthoritativeDomainError):
+        return _Answer(dns.ENAME, True)
+    if isinstance(exc, DomainError):
+        # Nothing in the chain owned the name (CoreDNS: "no next plugin found").
+        return _Answer(dns.ESERVER, failure=Failure(outcome.ServerFailure("no plugin serves this name")))
+    if isinstance(exc, NotImplementedError):
+        return _Answer(dns.ENOTIMP, failure=result)
+    return _Answer(dns.ESERVER, failure=result)
+
+
+class KubeDNSServerFactory(DNSServerFactory):
+    """Answers DNS for one listening address from the blocks bound to it.
+
+    Built either from ``blocks`` (the Corefile path) or, like its base
+    class, from ``authorities``/``caches``/``clients`` for embedding: those
+    become one block for the root zone.
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        authorities: Sequence[object] | None = None,
+        caches: Sequence[object] | None = None,
+        clients: Sequence[object] | None = None,
+        verbose: int = 0,
+        *,
+        blocks: Sequence[Block] | None = None,
+        clock: IReactorTime | None = None,
+        tcp_idle_timeout: float = 10.0,
+        max_tcp_connections: int = 1000,
+    ) -> None:
+        super().__init__(authorities, caches, clients, verbose)
+        if blocks is None:
+            blocks = [Block((".",), self.resolver, recursive=self.canRecurse, label=".")]
+        self.blocks = list(blocks)
+        self.clock = clock
+        self.tcp_idle_timeout = tcp_idle_timeout
+        self.max_tcp_connections = max_tcp_connections
+        self._zones = {z: b for b in reversed(self.blocks) for z in b.zones}
+
+    # ---------------------------------------------------------- routing
+    def block_for(self, qname: str) -> Block | None:
+        zone = match_zone(qname, self._zones)
+        return None if zone is None else self._zones[zone]
+
+    def _now(self) -> float:
+        return self.clock.seconds() if self.clock is not None else time.monotonic()
+
+    # ---------------------------------------------------------- the one entry point
+    def handle_packet(self, data: bytes, address: tuple, proto: str) -> defer.Deferred:
+        """Answer one packet: a Deferred of response bytes, or None to drop.
+
+        Never fails: whatever the input, the Deferred fires with bytes or None.
+        """
+        try:
+            return self._handle(data, address, proto)
+        except Exception:
+            log.failure("unexpected error handling a packet from {address}", address=address)
+            return defer.succeed(None)
+
+    def _handle(self, data: bytes, address: tuple, proto: str) -> defer.Deferred:
+        start = self._now()
+        req = wire.parse_request(data)
+        if req is None:
+            return defer.succeed(None)
+        if isinstance(req, wire.Malformed):
+            out, _ = wire.encode_response(
+                id=req.id, opcode=req.opcode, rd=req.rd, rcode=req.rcode, question=req.question
+            )
+            return defer.succeed(out)
+        if req.edns_version:
+            out, _ = wire.encode_response(
+                id=req.id, rd=req.rd, cd=req.cd, rcode=wire.BADVERS, question=req.question,
+                edns=True, dnssec_ok=req.dnssec_ok,
+            )
+            return defer.succeed(out)
+        try:
+            qname = normalize(req.question.name.name.decode("ascii"))
+        except UnicodeDecodeError:
+            qname = ""
+        block = self.block_for(qname) if qname else None
+        if block is None:
+            out, _ = self._encode(req, _Answer(dns.EREFUSED), proto, False)
+            return defer.succeed(out)
+        query = dns.Query(req.question.name.name, req.question.type, req.question.cls)
+        d = defer.maybeDeferred(block.resolver.query, query)
+        d.addBoth(self._respond, req, block, address, proto, start)
+        return d
+
+    def _encode(self, req: wire.Request, ans: _Answer, proto: str, ra: bool) -> tuple[bytes, bool]:
+        limit = req.udp_limit() if proto == "udp" else 65535
+        return wire.encode_response(
+            id=req.id,
+            rd=req.rd,
+            cd=req.cd,
+            rcode=ans.rcode,
+            aa=ans.aa,
+            ra=ra,
+            question=req.question,
+            answers=ans.answers,
+            authority=ans.authority,
+            additional=ans.additional,
+            edns=req.has_edns,
+            dnssec_ok=req.dnssec_ok,
+            max_size=limit,
+        )
+
+    def _respond(self, result: object, req: wire.Request, block: Block, address: tuple, proto: str, start: float) -> bytes | None:
+        try:
+            ans = _classify(result)
+            out, truncated = self._encode(req, ans, proto, block.recursive)
+        except Exception:
+            ans = _Answer(dns.ESERVER, failure=Failure())
+            out, truncated = self._encode(req, ans, proto, block.recursive)
+        if block.observers:
+            self._observe(block, req, ans, address, proto, out, truncated, start)
+        return out
+
+    def _observe(self, block: Block, req: wire.Request, ans: _Answer, address: tuple, proto: str, out: bytes, truncated: bool, start: float) -> None:
+        flags = ["qr"]
+        if ans.aa:
+            flags.append("aa")
+        if truncated:
+            flags.append("tc")
+        if req.rd:
+            flags.append("rd")
+        if block.recursive:
+            flags.append("ra")
+        host, port = (address[0], address[1]) if address else ("", 0)
+        event = QueryEvent(
+            remote=host,
+            port=port,
+            id=req.id,
+            qtype=req.question.type,
+            qclass=req.question.cls,
+            qname=req.question.name.name.decode("ascii", "replace") + ".",
+            proto=proto,
+            size=req.size,
+            do=req.dnssec_ok,
+            bufsize=req.udp_limit(),
+            rcode=ans.rcode,
+            flags=",".join(flags),
+            rsize=len(out),
+            duration=self._now() - start,
+            ancount=len(ans.answers),
+            failure=ans.failure,
+        )
+        for observer in block.observers:
+            try:
+                observer(event)
+            except Exception:
+                log.failure("query observer failed")
+
+    # ---------------------------------------------------------- protocols
+    def buildProtocol(self, addr: object) -> "DNSStreamServerProtocol":
+        p = DNSStreamServerProtocol(self)
+        p.factory = self
+        return p
+
+    def datagram_protocol(self) -> "DNSDatagramServerProtocol":
+        return DNSDatagramServerProtocol(self)
+
+
+class DNSDatagramServerProtocol(DatagramProtocol):
+    """UDP: one datagram in, at most one datagram out."""
+
+    noisy = False
+
+    def __init__(self, factory: KubeDNSServerFactory) -> None:
+        self.factory = factory
+
+    def datagramReceived(self, data: bytes, addr: tuple) -> None:
+        d = self.factory.handle_packet(data, addr, "udp")
+        d.addCallback(self._send, addr)
+        d.addErrback(lambda f: log.failure("sending a UDP answer failed", f))
+
+    def _send(self, out: bytes | None, addr: tuple) -> None:
+        if out is not None and self.transport is not None:
+            self.transport.write(out, addr)
+
+
+class DNSStreamServerProtocol(Int16StringReceiver, TimeoutMixin):
+    """TCP: length-prefixed messages, pipelined, with an idle timeout."""
+
+    MAX_LENGTH = 65535
+
+    def __init__(self, factory: KubeDNSServerFactory) -> None:
+        self.factory = factory
+        self.pending = 0
+        self.peer: tuple = ("", 0)
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.peer = (getattr(peer, "host", ""), getattr(peer, "port", 0))
+        if len(self.factory.connections) >= self.factory.max_tcp_connections:
+            log.warn("too many TCP connections ({n}); closing one from {peer}", n=len(self.factory.connections), peer=self.peer[0])
+            self.transport.abortConnection()
+            return
+        self.factory.connectionMade(self)
+        if self.factory.clock is not None:
+            self.callLater = self.factory.clock.callLater  # type: ignore[assignment]
+        self.setTimeout(self.factory.tcp_idle_timeout)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.setTimeout(None)
+        if self in self.factory.connections:
+            self.factory.connectionLost(self)
+
+    def stringReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        self.pending += 1
+        d = self.factory.handle_packet(data, self.peer, "tcp")
+        d.addCallback(self._send)
+        d.addErrback(lambda f: log.failure("sending a TCP answer failed", f))
+
+    def _send(self, out: bytes | None) -> None:
+        self.pending -= 1
+        if self.transport is None or not self.connected:
+            return
+        if out is None:
+            self.transport.loseConnection()
+            return
+        self.sendString(out)
+        self.resetTimeout()
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self.transport.loseConnection()
+
+    def timeoutConnection(self) -> None:
+        if self.pending:
+            self.setTimeout(self.factory.tcp_idle_timeout)
+            return
+        self.transport.loseConnection()
+
+
+def chain(resolvers: Sequence[object]) -> resolve.ResolverChain:
+    """Twisted's own ResolverChain over a block's resolvers, in plugin order."""
+    return resolve.ResolverChain(list(resolvers))

@@ -1,0 +1,45 @@
+"""``twistd kubernetai``: options and makeService."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from kubernetai.build import KubernetaiService, load
+from kubernetai.corefile import CorefileError
+
+
+class Options(usage.Options):
+    synopsis = "[--config PATH] [--dns-port N] [--check]"
+    longdesc = "Kubernetes DNS for several clusters at once, configured by a CoreDNS Corefile."
+    optParameters = [
+        ["config", "c", "./Corefile", "Path to the Corefile."],
+        ["dns-port", "p", 53, "Port for server blocks whose keys give none (like CoreDNS's -dns.port).", int],
+    ]
+    optFlags = [
+        ["check", None, "Parse and validate the Corefile, print the server blocks, zones, ports and plugin chain, and exit."],
+    ]
+
+    def postOptions(self) -> None:
+        if not 0 <= self["dns-port"] <= 65535:
+            raise usage.UsageError("--dns-port must be between 0 and 65535")
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    try:
+        plan = load(options["config"], options["dns-port"], reactor)
+    except CorefileError as e:
+        print(f"kubernetai: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if options["check"]:
+        print(plan.describe())
+        print("Corefile OK")
+        raise SystemExit(0)
+    return KubernetaiService(plan, reactor)

@@ -1,0 +1,197 @@
+"""DNS wire format for the server side: strict request parsing, response encoding.
+
+Twisted's ``dns.Message`` decodes leniently (a short packet silently yields
+fewer records) and truncates answers in the middle of a record.  A server
+needs the opposite: decide FORMERR/drop for bad input, and cut responses at a
+record boundary with TC set.  Records themselves are still Twisted's
+``RRHeader``/``Record_*`` objects, encoded by Twisted.
+"""
+
+from __future__ import annotations
+
+import struct
+from io import BytesIO
+from typing import Sequence
+
+import attrs
+from twisted.names import dns
+
+__all__ = [
+    "Request",
+    "Malformed",
+    "parse_request",
+    "encode_response",
+    "EDNS_PAYLOAD",
+    "BADVERS",
+]
+
+HEADER = struct.Struct("!HBBHHHH")
+EDNS_PAYLOAD = 1232  # what we advertise (DNS flag day 2020)
+MAX_UDP_PAYLOAD = 4096
+BADVERS = 16
+OPT = 41
+
+
+@attrs.frozen
+class Request:
+    """A decoded query: just what answering and logging need."""
+
+    id: int
+    opcode: int
+    rd: bool
+    cd: bool
+    question: dns.Query
+    size: int
+    edns_version: int | None = None
+    edns_payload: int = 512
+    dnssec_ok: bool = False
+
+    @property
+    def has_edns(self) -> bool:
+        return self.edns_version is not None
+
+    def udp_limit(self) -> int:
+        """The largest UDP response this client can take."""
+        if not self.has_edns:
+            return 512
+        return max(512, min(self.edns_payload, MAX_UDP_PAYLOAD))
+
+
+@attrs.frozen
+class Malformed:
+    """A packet whose header is readable but whose body is not: FORMERR."""
+
+    id: int
+    opcode: int
+    rd: bool
+    reason: str
+    question: dns.Query | None = None
+    rcode: int = dns.EFORMAT
+
+
+def parse_request(data: bytes) -> Request | Malformed | None:
+    """Decode a query; None means drop it (unreadable header, or a response)."""
+    if len(data) < HEADER.size:
+        return None
+    ident, byte3, byte4, qd, an, ns, ar = HEADER.unpack_from(data)
+    if byte3 & 0x80:  # QR set: a response, never answer it
+        return None
+    opcode = (byte3 >> 3) & 0xF
+    rd = bool(byte3 & 1)
+    cd = bool(byte4 & 0x10)
+    if opcode != dns.OP_QUERY:
+        return Malformed(ident, opcode, rd, f"opcode {opcode} not implemented", rcode=dns.ENOTIMP)
+    if qd != 1:
+        return Malformed(ident, opcode, rd, f"{qd} questions (need exactly 1)")
+    message = dns.Message()
+    try:
+        message.fromStr(data)
+    except Exception as e:  # any decoding problem is the client's
+        return Malformed(ident, opcode, rd, f"undecodable message: {e!r}")
+    got = (len(message.queries), len(message.answers), len(message.authority), len(message.additional))
+    if got != (qd, an, ns, ar):
+        question = message.queries[0] if message.queries else None
+        return Malformed(ident, opcode, rd, "message shorter than its counts", question)
+    question = message.queries[0]
+    opts = [rr for rr in message.additional if rr.type == OPT]
+    if len(opts) > 1:
+        return Malformed(ident, opcode, rd, "more than one OPT record", question)
+    if opts:
+        opt = dns._OPTHeader.fromRRHeader(opts[0])
+        return Request(
+            ident,
+            opcode,
+            rd,
+            cd,
+            question,
+            len(data),
+            edns_version=opt.version,
+            edns_payload=opt.udpPayloadSize,
+            dnssec_ok=bool(opt.dnssecOK),
+        )
+    return Request(ident, opcode, rd, cd, question, len(data))
+
+
+class _Compression(dict):
+    """Twisted's name-compression table, minus pointers it cannot encode.
+
+    A compression pointer has 14 bits; Twisted would store offsets past
+    0x3FFF and write corrupt pointers in large TCP answers.
+    """
+
+    def __setitem__(self, name: bytes, offset: int) -> None:
+        if offset < 0x4000:
+            super().__setitem__(name, offset)
+
+
+def _opt_bytes(rcode: int, dnssec_ok: bool) -> bytes:
+    opt = dns._OPTHeader(
+        udpPayloadSize=EDNS_PAYLOAD,
+        extendedRCODE=rcode >> 4,
+        version=0,
+        dnssecOK=dnssec_ok,
+    )
+    buf = BytesIO()
+    opt.encode(buf)
+    return buf.getvalue()
+
+
+def encode_response(
+    *,
+    id: int,
+    opcode: int = dns.OP_QUERY,
+    rd: bool = False,
+    cd: bool = False,
+    rcode: int = dns.OK,
+    aa: bool = False,
+    ra: bool = False,
+    question: dns.Query | None = None,
+    answers: Sequence[dns.RRHeader] = (),
+    authority: Sequence[dns.RRHeader] = (),
+    additional: Sequence[dns.RRHeader] = (),
+    edns: bool = False,
+    dnssec_ok: bool = False,
+    max_size: int = 65535,
+) -> tuple[bytes, bool]:
+    """Encode a response no larger than ``max_size``; returns (bytes, truncated).
+
+    Records that do not fit are left out whole.  TC is set when an answer or
+    authority record had to go; dropping additional records alone does not
+    set it (RFC 2181 §9).  The OPT record always fits: its room is reserved.
+    """
+    body = BytesIO()
+    comp = _Compression()
+    if question is not None:
+        question.encode(body, comp)
+    opt = _opt_bytes(rcode, dnssec_ok) if edns else b""
+    room = max_size - HEADER.size - len(opt)
+    counts = [0, 0, 0]
+    truncated = False
+    for index, section in enumerate((answers, authority, additional)):
+        for rr in section:
+            mark = body.tell()
+            rr.encode(body, comp)
+            if body.tell() > room:
+                body.seek(mark)
+                body.truncate()
+                limit = mark + HEADER.size
+                for name in [n for n, off in comp.items() if off >= limit]:
+                    del comp[name]
+                truncated = index < 2
+                break
+            counts[index] += 1
+        else:
+            continue
+        break
+    byte3 = 0x80 | ((opcode & 0xF) << 3) | (0x04 if aa else 0) | (0x02 if truncated else 0) | (1 if rd else 0)
+    byte4 = (0x80 if ra else 0) | (0x10 if cd else 0) | (rcode & 0xF)
+    header = HEADER.pack(
+        id,
+        byte3,
+        byte4,
+        1 if question is not None else 0,
+        counts[0],
+        counts[1],
+        counts[2] + (1 if edns else 0),
+    )
+    return header + body.getvalue() + opt, truncated
