@@ -51,6 +51,9 @@ class Token:
     # Names of the snippets/files whose import produced this token, to
     # detect import loops.
     imported_via: tuple[str, ...] = ()
+    # Which expansion of an import produced the token (0 = the file itself):
+    # line numbers only compare within one expansion.
+    origin: int = 0
 
     @property
     def end_line(self) -> int:
@@ -176,6 +179,7 @@ class _Parser:
         self.snippets: dict[str, list[Token]] = {}
         self.snippet_expansions = 0
         self.file_expansions = 0
+        self.expansions = 0
 
     # -- cursor helpers
     def next(self) -> bool:
@@ -194,10 +198,7 @@ class _Parser:
             return True
         if self.cursor > len(self.tokens) - 1:
             return False
-        prev, cur = self.tokens[self.cursor - 1], self.tokens[self.cursor]
-        if prev.file != cur.file:
-            return True
-        return prev.end_line < cur.line
+        return not _same_line(self.tokens[self.cursor - 1], self.tokens[self.cursor])
 
     def err(self, message: str, tok: Token | None = None) -> CorefileError:
         if tok is None:
@@ -297,6 +298,7 @@ class _Parser:
     def block_contents(self) -> list[Directive]:
         # parse_keys left the cursor on the token after the keys.
         opened = self.cursor < len(self.tokens) and self.tok.is_brace("{")
+        open_tok = self.tok if opened else None
         if not opened:
             # A single server block may omit its braces.
             self.cursor -= 1
@@ -312,7 +314,7 @@ class _Parser:
                 return directives
             directives.append(self.directive())
         if opened:
-            raise self.err("unexpected end of file: server block is missing '}'")
+            raise self.err("unexpected end of file: this server block's '{' is missing its '}'", open_tok)
         return directives
 
     def directive(self) -> Directive:
@@ -340,7 +342,7 @@ class _Parser:
                 continue
             collected.append(tok)
         if nesting > 0:
-            raise self.err(f"unexpected end of file: '{name_tok.text}' block is missing '}}'")
+            raise self.err(f"unexpected end of file: '{name_tok.text}' block is missing '}}'", name_tok)
         return build_directive(collected)
 
     def do_import(self) -> None:
@@ -363,7 +365,8 @@ class _Parser:
             if self.snippet_expansions > MAX_SNIPPET_EXPANSIONS:
                 raise self.err("import: too many snippet expansions (import loop?)", imp)
             chain = imp.imported_via + (arg,)
-            imported = [attrs.evolve(t, imported_via=chain) for t in self.snippets[arg]]
+            self.expansions += 1
+            imported = [attrs.evolve(t, imported_via=chain, origin=self.expansions) for t in self.snippets[arg]]
         else:
             imported = self.import_files(arg, imp)
         self.tokens[start : start + 2] = imported
@@ -396,8 +399,9 @@ class _Parser:
             except (OSError, UnicodeDecodeError) as e:
                 raise self.err(f"import: cannot read {match}: {e}", imp) from None
             chain = imp.imported_via + (os.path.realpath(imp.file), real)
+            self.expansions += 1
             out.extend(
-                attrs.evolve(t, imported_via=chain)
+                attrs.evolve(t, imported_via=chain, origin=self.expansions)
                 for t in tokenize(text, match, self.environ)
             )
         return out
@@ -408,7 +412,7 @@ class DirectiveCheck:  # pragma: no cover - typing helper only
 
 
 def _same_line(prev: Token, cur: Token) -> bool:
-    return prev.file == cur.file and prev.end_line >= cur.line
+    return prev.file == cur.file and prev.origin == cur.origin and prev.end_line >= cur.line
 
 
 def build_directive(tokens: Sequence[Token]) -> Directive:
@@ -421,6 +425,8 @@ def build_directive(tokens: Sequence[Token]) -> Directive:
     directive, end = _build(tokens, 0)
     if end != len(tokens):
         extra = tokens[end]
+        if extra.is_brace("{"):
+            raise CorefileError(extra.file, extra.line, "unexpected '{': a block must open on its directive's line")
         raise CorefileError(extra.file, extra.line, f"unexpected '{extra.text}' after '}}'")
     return directive
 
