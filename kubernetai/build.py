@@ -9,6 +9,7 @@ network, so ``--check`` and start-up refuse a bad Corefile alike.
 from __future__ import annotations
 
 import socket
+import sys
 from typing import Any, Mapping, Sequence
 
 import attrs
@@ -153,8 +154,9 @@ class KubernetaiService(MultiService):
     UDP binds first, then TCP on the same port number (so port 0 works).
     """
 
-    def __init__(self, plan: Plan, reactor: Any) -> None:
+    def __init__(self, plan: Plan, reactor: Any, exit_on_listen_error: bool = False) -> None:
         super().__init__()
+        self.exit_on_listen_error = exit_on_listen_error
         self.plan = plan
         self.reactor = reactor
         self.ports: list[Any] = []
@@ -176,6 +178,9 @@ class KubernetaiService(MultiService):
                 self.ports.append(self.reactor.listenTCP(actual, factory, interface=interface))
             except CannotListenError as e:
                 self._close_ports()
+                if self.exit_on_listen_error:  # under twistd: one clear line, exit 1
+                    print(f"kubernetai: cannot listen on {interface or '*'} port {port}: {e.socketError}", file=sys.stderr)
+                    raise SystemExit(1) from None
                 raise CannotListenError(interface, port, e.socketError) from None
             self.factories[(addr, actual)] = factory
             log.info("kubernetai: listening on {addr} port {port} (udp+tcp) for {zones}",

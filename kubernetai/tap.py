@@ -42,4 +42,4 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         print(plan.describe())
         print("Corefile OK")
         raise SystemExit(0)
-    return KubernetaiService(plan, reactor)
+    return KubernetaiService(plan, reactor, exit_on_listen_error=True)

@@ -116,8 +116,8 @@ def parse_server_key(key: str, default_port: int) -> ServerKey:
     if colon != -1 and rest[colon + 1 :].isdigit():
         port = int(rest[colon + 1 :])
         rest = rest[:colon]
-        if not 0 < port < 65536:
-            raise ZoneError(f"port {port} out of range 1-65535 in {key!r}")
+        if not 0 <= port < 65536:  # 0: any free port (tests, embedding)
+            raise ZoneError(f"port {port} out of range 0-65535 in {key!r}")
     if len(rest) > 255:
         raise ZoneError(f"specified zone is too long: {len(rest)} > 255")
     return ServerKey(transport, tuple(zones_of(rest)), port)

@@ -54,8 +54,8 @@ class ErrorLogger:
         n, rule.count = rule.count, 0
         emit = {"warning": log.warn, "error": log.error, "info": log.info, "debug": log.debug}[rule.level]
         emit(
-            "[{level}] plugin/errors: {n} errors like '{pattern}' occurred in last {period}s",
-            level=rule.level.upper(), n=n, pattern=rule.pattern.pattern, period=rule.period,
+            "[{severity}] plugin/errors: {n} errors like '{pattern}' occurred in last {period}s",
+            severity=rule.level.upper(), n=n, pattern=rule.pattern.pattern, period=rule.period,
         )
 
 

@@ -122,7 +122,7 @@ class HostsResolver(common.ResolverBase):
         elif type == dns.AAAA:
             found = [dns.Record_AAAA(ip, self.ttl) for ip in t.v6.get(key, ())]
         elif type == dns.PTR:
-            found = [dns.Record_PTR(n, self.ttl) for n in t.ptr.get(key, ())]
+            found = [dns.Record_PTR(n.rstrip("."), self.ttl) for n in t.ptr.get(key, ())]
         else:
             found = []
         if found:
