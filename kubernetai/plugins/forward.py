@@ -45,6 +45,15 @@ def nameservers_from_file(d: Directive, path: str) -> list[tuple[str, int]]:
     return found
 
 
+class _QuietClient(client.Resolver):
+    """Twisted's client resolver, minus a log line per query's UDP port."""
+
+    def _connectedProtocol(self, interface: str = "") -> object:
+        proto = super()._connectedProtocol(interface)
+        proto.noisy = False
+        return proto
+
+
 @attrs.define
 class ForwardResolver(common.ResolverBase):
     """Relays queries under ``zone`` to upstream DNS servers."""
@@ -62,7 +71,7 @@ class ForwardResolver(common.ResolverBase):
 
     def __attrs_post_init__(self) -> None:
         common.ResolverBase.__init__(self)
-        self._clients = [client.Resolver(servers=[u], reactor=self.reactor) for u in self.upstreams]
+        self._clients = [_QuietClient(servers=[u], reactor=self.reactor) for u in self.upstreams]
 
     def _order(self) -> list:
         clients = list(self._clients)
