@@ -5,7 +5,8 @@ from __future__ import annotations
 import attrs
 
 from kubernetai.corefile import Directive
-from kubernetai.zones import ZoneError, is_subdomain, zones_of
+from kubernetai.values import zone_args
+from kubernetai.zones import is_subdomain
 
 
 @attrs.frozen
@@ -19,12 +20,4 @@ class Fallthrough:
 
     @classmethod
     def parse(cls, d: Directive) -> "Fallthrough":
-        if not d.args:
-            return cls((".",))
-        zones: list[str] = []
-        try:
-            for arg in d.args:
-                zones.extend(zones_of(arg))
-        except ZoneError as e:
-            raise d.error(str(e)) from None
-        return cls(tuple(zones))
+        return cls(zone_args(d, d.args) if d.args else (".",))

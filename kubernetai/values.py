@@ -10,6 +10,7 @@ import ipaddress
 import re
 
 from kubernetai.corefile import CorefileError, Directive
+from kubernetai.zones import ZoneError, zones_of
 
 __all__ = ["duration", "integer", "arg_count", "ip_port", "no_block"]
 
@@ -38,7 +39,8 @@ def integer(d: Directive, text: str, lo: int | None = None, hi: int | None = Non
     except ValueError:
         raise d.error(f"{what} must be an integer, got {text!r}") from None
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise d.error(f"{what} {value} out of range {lo}-{hi}")
+        bounds = f"{lo}-{hi}" if hi is not None else f"at least {lo}" if lo is not None else f"at most {hi}"
+        raise d.error(f"{what} {value} out of range ({bounds})")
     return value
 
 
@@ -78,6 +80,17 @@ def ip_port(d: Directive, text: str, default_port: int) -> tuple[str, int]:
     except ValueError:
         raise d.error(f"not an IP address: {host!r}") from None
     return host, port
+
+
+def zone_args(d: Directive, args: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Zone arguments (names or CIDRs) → normalised zones, or the directive's error."""
+    zones: list[str] = []
+    try:
+        for arg in args:
+            zones.extend(zones_of(arg))
+    except ZoneError as e:
+        raise d.error(str(e)) from None
+    return tuple(zones)
 
 
 def check_known(d: Directive, known: set[str]) -> None:

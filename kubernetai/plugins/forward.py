@@ -21,8 +21,8 @@ from twisted.names import client, common, dns, error
 from kubernetai import outcome
 from kubernetai.corefile import Directive
 from kubernetai.plugin import SetupContext
-from kubernetai.values import arg_count, integer, ip_port
-from kubernetai.zones import ZoneError, is_subdomain, normalize, zones_of
+from kubernetai.values import arg_count, integer, ip_port, zone_args
+from kubernetai.zones import is_subdomain, normalize
 
 POLICIES = {"random", "round_robin", "sequential"}
 PROPERTIES = {"except", "force_tcp", "prefer_udp", "policy", "max_concurrent"}
@@ -123,10 +123,7 @@ class ForwardResolver(common.ResolverBase):
 
 def parse(d: Directive, reactor: object) -> ForwardResolver:
     args = arg_count(d, 2)
-    try:
-        (zone,) = zones_of(args[0])[:1]
-    except ZoneError as e:
-        raise d.error(str(e)) from None
+    zone = zone_args(d, args[:1])[0]
     upstreams: list[tuple[str, int]] = []
     for to in args[1:]:
         if to.startswith("tls://"):
@@ -141,10 +138,7 @@ def parse(d: Directive, reactor: object) -> ForwardResolver:
     resolver = ForwardResolver(zone, upstreams, reactor)
     for child in d.children:
         if child.name == "except":
-            try:
-                resolver.excluded += tuple(z for a in arg_count(child, 1) for z in zones_of(a))
-            except ZoneError as e:
-                raise child.error(str(e)) from None
+            resolver.excluded += zone_args(child, arg_count(child, 1))
         elif child.name == "force_tcp":
             arg_count(child, 0, 0)
             resolver.force_tcp = True

@@ -22,8 +22,8 @@ from kubernetai.corefile import Directive
 from kubernetai.fallthrough import Fallthrough
 from kubernetai.plugin import SetupContext
 from kubernetai.rr import owner_zone, soa
-from kubernetai.values import arg_count, duration, integer
-from kubernetai.zones import ZoneError, match_zone, normalize, zones_of
+from kubernetai.values import arg_count, duration, integer, zone_args
+from kubernetai.zones import match_zone, normalize
 
 log = Logger(namespace="kubernetai.hosts")
 PROPERTIES = {"ttl", "no_reverse", "reload", "fallthrough"}
@@ -140,12 +140,7 @@ class HostsResolver(common.ResolverBase):
 def parse(d: Directive, block_zones: tuple[str, ...]) -> tuple[HostsResolver, float]:
     args = d.args
     path = args[0] if args else "/etc/hosts"
-    zones: list[str] = []
-    try:
-        for z in args[1:]:
-            zones.extend(zones_of(z))
-    except ZoneError as e:
-        raise d.error(str(e)) from None
+    zones = zone_args(d, args[1:])
     if path and not os.path.isabs(path):
         path = os.path.join(os.path.dirname(os.path.abspath(d.file)), path)
     ttl, reverse, reload_period, fall = 3600, True, 5.0, Fallthrough()

@@ -17,7 +17,8 @@ from kubernetai import outcome
 from kubernetai.corefile import Directive
 from kubernetai.fallthrough import Fallthrough
 from kubernetai.plugin import SetupContext
-from kubernetai.zones import ZoneError, match_zone, normalize, zones_of
+from kubernetai.values import zone_args
+from kubernetai.zones import match_zone, normalize
 
 # Options of CoreDNS's kubernetes plugin that the stanza accepts today.
 SUPPORTED = {"fallthrough"}
@@ -49,13 +50,7 @@ class KubernetesResolver(common.ResolverBase):
 
 
 def parse(d: Directive, block_zones: tuple[str, ...]) -> StanzaConfig:
-    zones: list[str] = []
-    try:
-        for arg in d.args:
-            zones.extend(zones_of(arg))
-    except ZoneError as e:
-        raise d.error(str(e)) from None
-    config = StanzaConfig(tuple(zones) or block_zones)
+    config = StanzaConfig(zone_args(d, d.args) or block_zones)
     for child in d.children:
         if child.name not in SUPPORTED:
             raise child.error(f"option {child.name!r} is not supported yet (supported: {', '.join(sorted(SUPPORTED))})")
