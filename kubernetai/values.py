@@ -49,7 +49,7 @@ def arg_count(d: Directive, lo: int, hi: int | None = None) -> tuple[str, ...]:
     n = len(d.args)
     if n < lo or (hi is not None and n > hi):
         want = f"{lo}" if hi == lo else (f"at least {lo}" if hi is None else f"{lo}-{hi}")
-        raise d.error(f"wrong argument count: got {n}, want {want}")
+        raise d.error(f"wrong argument count or unexpected line ending after '{d.name}' (got {n}, want {want})")
     return d.args
 
 

@@ -1,0 +1,148 @@
+"""HTTP to one cluster's API server: treq over a per-cluster pool, auth, limits.
+
+One ``HTTPConnectionPool`` + ``Agent`` + ``HTTPClient`` per cluster (never
+treq's global pool).  ``apiserver_qps``/``apiserver_burst`` are a token
+bucket, ``apiserver_max_inflight`` caps requests waiting for response
+headers.  A 401 refreshes the credential once and retries before the
+caller's backoff takes over.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+from urllib.parse import urlencode
+
+import attrs
+import treq
+from treq.client import HTTPClient
+from twisted.internet import defer
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from kubernetai import __version__
+from kubernetai.kubeconfig import Connection
+
+__all__ = ["TokenBucket", "ApiClient", "ApiError", "http_client_for"]
+
+USER_AGENT = f"kubernetai/{__version__}".encode()
+
+
+class ApiError(Exception):
+    """A non-2xx answer: code, reason and (for 429) the server's Retry-After."""
+
+    def __init__(self, code: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"HTTP {code}: {message}")
+        self.code = code
+        self.retry_after = retry_after
+
+
+@attrs.define
+class TokenBucket:
+    """Requests per second with a burst; qps 0 means unlimited."""
+
+    clock: Any
+    qps: float = 0.0
+    burst: int = 0
+    tokens: float = 0.0
+    stamp: float = 0.0
+
+    def __attrs_post_init__(self) -> None:
+        self.burst = max(self.burst, 1)
+        self.tokens = float(self.burst)
+        self.stamp = self.clock.seconds()
+
+    def acquire(self) -> defer.Deferred:
+        if self.qps <= 0:
+            return defer.succeed(None)
+        now = self.clock.seconds()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.qps)
+        self.stamp = now
+        self.tokens -= 1  # may go negative: later callers wait longer
+        if self.tokens >= 0:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self.clock.callLater(-self.tokens / self.qps, d.callback, None)
+        return d
+
+
+def http_client_for(conn: Connection, reactor: Any) -> HTTPClient:
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 4
+    agent = Agent(reactor, contextFactory=conn.policy(), pool=pool, connectTimeout=10)
+    return HTTPClient(agent)
+
+
+@attrs.define
+class ApiClient:
+    """GETs against one API server with its credentials and limits."""
+
+    conn: Connection
+    reactor: Any
+    http: Any = None  # treq HTTPClient or StubTreq
+    qps: float = 0.0
+    burst: int = 0
+    max_inflight: int = 0
+    bucket: TokenBucket = attrs.field(init=False)
+    inflight: defer.DeferredSemaphore | None = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.http is None:
+            self.http = http_client_for(self.conn, self.reactor)
+        self.bucket = TokenBucket(self.reactor, self.qps, self.burst)
+        self.inflight = defer.DeferredSemaphore(self.max_inflight) if self.max_inflight > 0 else None
+
+    def url(self, path: str, params: Mapping[str, Any] | None = None) -> str:
+        query = f"?{urlencode(params)}" if params else ""
+        return f"{self.conn.base_url}{path}{query}"
+
+    @defer.inlineCallbacks
+    def get(self, path: str, params: Mapping[str, Any] | None = None, stream: bool = False) -> Any:
+        """The response (headers received); raises ApiError for non-200 answers."""
+        yield self.bucket.acquire()
+        if self.inflight is not None:
+            yield self.inflight.acquire()
+        try:
+            for attempt in (1, 2):
+                headers = {b"Accept": [b"application/json"], b"User-Agent": [USER_AGENT]}
+                auth = yield self.conn.auth.header()
+                if auth:
+                    headers[b"Authorization"] = [auth]
+                resp = yield self.http.get(self.url(path, params), headers=headers, unbuffered=stream)
+                if resp.code == 200:
+                    return resp
+                body = yield _drain(resp)
+                if resp.code == 401 and attempt == 1:
+                    self.conn.auth.invalidate()
+                    continue
+                raise ApiError(resp.code, _reason(body), _retry_after(resp))
+        finally:
+            if self.inflight is not None:
+                self.inflight.release()
+
+    @defer.inlineCallbacks
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        resp = yield self.get(path, params)
+        data = yield treq.json_content(resp) if not hasattr(self.http, "json_content") else self.http.json_content(resp)
+        return data
+
+
+def _drain(resp: Any) -> defer.Deferred:
+    d = treq.content(resp)
+    return d.addErrback(lambda _: b"")
+
+
+def _reason(body: bytes) -> str:
+    import json
+
+    try:
+        status = json.loads(body)
+        return str(status.get("message") or status.get("reason") or "")[:200]
+    except (ValueError, AttributeError):
+        return body[:200].decode("utf-8", "replace")
+
+
+def _retry_after(resp: Any) -> float | None:
+    values = resp.headers.getRawHeaders(b"retry-after") or []
+    try:
+        return float(values[0]) if values else None
+    except ValueError:
+        return None

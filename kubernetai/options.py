@@ -1,0 +1,153 @@
+"""A ``kubernetai`` stanza's Directive → frozen KubernetesOptions.
+
+Exactly the options of CoreDNS's ``kubernetes`` plugin (its README is the
+reference), with its error wording where users may search for it.  Every
+error names the file and line.  Pure: nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from kubernetai.corefile import Directive
+from kubernetai.fallthrough import Fallthrough
+from kubernetai.selectors import Selector, SelectorError, parse_selector
+from kubernetai.values import arg_count, duration, zone_args
+
+__all__ = ["KubernetesOptions", "parse_options", "PODS_MODES", "PROPERTIES"]
+
+PODS_MODES = ("disabled", "insecure", "verified")
+PROPERTIES = (
+    "endpoint", "tls", "kubeconfig", "namespaces", "namespace_labels", "labels", "pods",
+    "endpoint_pod_names", "ttl", "noendpoints", "fallthrough", "ignore", "multicluster",
+    "startup_timeout", "apiserver_qps", "apiserver_burst", "apiserver_max_inflight", "zonal",
+)
+
+
+@attrs.frozen
+class KubernetesOptions:
+    """Everything one stanza was configured with."""
+
+    zones: tuple[str, ...]
+    file: str = "Corefile"
+    line: int = 0
+    endpoint: str = ""
+    tls: tuple[str, str, str] | None = None  # cert, key, ca
+    kubeconfig: str = ""
+    context: str = ""
+    namespaces: tuple[str, ...] = ()
+    namespace_labels: Selector = Selector()
+    labels: Selector = Selector()
+    pods: str = "disabled"
+    endpoint_pod_names: bool = False
+    ttl: int = 5
+    noendpoints: bool = False
+    fallthrough: Fallthrough = Fallthrough()
+    ignore_empty_service: bool = False
+    multicluster: tuple[str, ...] = ()
+    startup_timeout: float = 5.0
+    apiserver_qps: float = 0.0  # 0 = unlimited
+    apiserver_burst: int = 0
+    apiserver_max_inflight: int = 0  # 0 = unlimited
+    zonal: bool = False
+
+    @property
+    def watch_pods(self) -> bool:
+        return self.pods == "verified" or self.endpoint_pod_names
+
+    def connection_name(self) -> str:
+        """How logs name this stanza's cluster (never a credential)."""
+        if self.kubeconfig:
+            return f"kubeconfig {self.kubeconfig}" + (f" context {self.context}" if self.context else "")
+        if self.endpoint:
+            return f"endpoint {self.endpoint}"
+        return "in-cluster"
+
+    def name(self) -> str:
+        return f"kubernetai {' '.join(self.zones)} ({self.connection_name()})"
+
+
+def _selector(d: Directive) -> Selector:
+    arg_count(d, 1)
+    text = " ".join(d.args)
+    try:
+        return parse_selector(text)
+    except SelectorError as e:
+        raise d.error(f"unable to parse label selector value: '{text}': {e}") from None
+
+
+def _number(d: Directive, cast: type) -> float | int:
+    (text,) = arg_count(d, 1, 1)
+    try:
+        value = cast(text)
+    except ValueError:
+        raise d.error(f"{d.name} must be a number, got {text!r}") from None
+    if value < 0:
+        raise d.error(f"{d.name} must be >= 0, got {text}")
+    return value
+
+
+def parse_options(d: Directive, block_zones: tuple[str, ...]) -> KubernetesOptions:
+    zones = zone_args(d, d.args) or block_zones
+    o: dict = {"zones": zones, "file": d.file, "line": d.line}
+    for c in d.children:
+        name = c.name
+        if name == "endpoint":
+            # Several endpoints are deprecated upstream; only the first is used.
+            o["endpoint"] = arg_count(c, 1)[0]
+        elif name == "tls":
+            o["tls"] = tuple(arg_count(c, 3, 3))
+        elif name == "kubeconfig":
+            args = arg_count(c, 1, 2)
+            o["kubeconfig"] = args[0]
+            o["context"] = args[1] if len(args) == 2 else ""
+        elif name == "namespaces":
+            o["namespaces"] = tuple(arg_count(c, 1))
+        elif name == "namespace_labels":
+            o["namespace_labels"] = _selector(c)
+        elif name == "labels":
+            o["labels"] = _selector(c)
+        elif name == "pods":
+            (mode,) = arg_count(c, 1, 1)
+            if mode not in PODS_MODES:
+                raise c.error(f"wrong value for pods: {mode}, must be one of: {', '.join(PODS_MODES)}")
+            o["pods"] = mode
+        elif name in ("endpoint_pod_names", "noendpoints", "zonal"):
+            arg_count(c, 0, 0)
+            o[name] = True
+        elif name == "ttl":
+            (text,) = arg_count(c, 1, 1)
+            try:
+                ttl = int(text)
+            except ValueError:
+                raise c.error(f"ttl must be an integer, got {text!r}") from None
+            if not 0 <= ttl <= 3600:
+                raise c.error(f"ttl must be in range [0, 3600]: {ttl}")
+            o["ttl"] = ttl
+        elif name == "fallthrough":
+            o["fallthrough"] = Fallthrough.parse(c)
+        elif name == "ignore":
+            # As CoreDNS: the first argument decides, further ones are ignored.
+            if c.args:
+                if c.args[0] != "empty_service":
+                    raise c.error(f"unable to parse ignore value: '{c.args[0]}' (allowed: empty_service)")
+                o["ignore_empty_service"] = True
+        elif name == "multicluster":
+            mzones = zone_args(c, c.args)
+            for z in mzones:
+                if z not in zones:
+                    raise c.error(f"kubernetai is not authoritative for the multicluster zone {z}")
+            o["multicluster"] = mzones
+        elif name == "startup_timeout":
+            o["startup_timeout"] = duration(c, arg_count(c, 1, 1)[0])
+        elif name == "apiserver_qps":
+            o["apiserver_qps"] = float(_number(c, float))
+        elif name in ("apiserver_burst", "apiserver_max_inflight"):
+            o[name] = int(_number(c, int))
+        else:
+            raise c.error(f"unknown property '{name}' (known: {', '.join(PROPERTIES)})")
+    if o.get("namespaces") and o.get("namespace_labels"):
+        raise d.error("namespaces and namespace_labels cannot both be set")
+    if o.get("zonal") and o.get("noendpoints"):
+        raise d.error("zonal cannot be used with noendpoints: zone names need endpoints")
+    return KubernetesOptions(**o)

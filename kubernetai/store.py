@@ -1,0 +1,194 @@
+"""ClusterStore: one cluster's DNS-relevant objects, indexed by what queries ask.
+
+The only mutable shared state: watchers (or snapshot readers) write through
+``apply``/``relist``, record code reads.  Every lookup a query needs is a dict
+lookup.  Twisted runs one thread, so each call here is atomic to queries.
+
+Relists upsert page by page (an unchanged object keeps its old instance, so a
+relist does not double memory) and delete what the new list lacks only at
+the end: during a relist a name never disappears that still exists.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterable
+
+import attrs
+
+from kubernetai.objects import EndpointSlice, Namespace, Pod, Service, ServiceImport
+
+__all__ = ["ClusterStore", "KINDS", "Scope"]
+
+KINDS = ("Service", "EndpointSlice", "Pod", "Namespace", "ServiceImport")
+
+# (kind, namespace or "" for all namespaces): the unit a watcher lists.
+Scope = tuple[str, str]
+
+
+@attrs.define(eq=False)
+class ClusterStore:
+    """Indexed objects of one cluster, plus sync state and a change counter."""
+
+    clock: Callable[[], float] = time.time
+    objects: dict[str, dict[tuple[str, str], Any]] = attrs.Factory(lambda: {k: {} for k in KINDS})
+    # indexes
+    slices_by_service: dict[tuple[str, str], dict[str, EndpointSlice]] = attrs.Factory(dict)
+    mcs_slices_by_service: dict[tuple[str, str], dict[str, EndpointSlice]] = attrs.Factory(dict)
+    services_by_ip: dict[str, dict[tuple[str, str], Service]] = attrs.Factory(dict)
+    slices_by_ip: dict[str, dict[tuple[str, str], EndpointSlice]] = attrs.Factory(dict)
+    pods_by_ip: dict[str, dict[tuple[str, str], Pod]] = attrs.Factory(dict)
+    # sync state
+    required: set[Scope] = attrs.Factory(set)
+    synced_scopes: set[Scope] = attrs.Factory(set)
+    generation: int = 0
+    last_modified: float = 0.0
+    last_sync: float = 0.0
+    listeners: list[Callable[["ClusterStore"], None]] = attrs.Factory(list)
+
+    # ------------------------------------------------------------ reads
+    def service(self, namespace: str, name: str) -> Service | None:
+        return self.objects["Service"].get((namespace, name))
+
+    def slices(self, namespace: str, service: str) -> Iterable[EndpointSlice]:
+        return self.slices_by_service.get((namespace, service), {}).values()
+
+    def mcs_slices(self, namespace: str, service: str) -> Iterable[EndpointSlice]:
+        return self.mcs_slices_by_service.get((namespace, service), {}).values()
+
+    def namespace(self, name: str) -> Namespace | None:
+        return self.objects["Namespace"].get(("", name))
+
+    def service_import(self, namespace: str, name: str) -> ServiceImport | None:
+        return self.objects["ServiceImport"].get((namespace, name))
+
+    def pods_with_ip(self, ip: str) -> Iterable[Pod]:
+        return self.pods_by_ip.get(ip, {}).values()
+
+    def counts(self) -> dict[str, int]:
+        return {kind: len(objs) for kind, objs in self.objects.items()}
+
+    @property
+    def synced(self) -> bool:
+        return self.required <= self.synced_scopes
+
+    # ------------------------------------------------------------ writes
+    def require(self, scope: Scope) -> None:
+        """Declare a scope whose first full list makes the store synced."""
+        self.required.add(scope)
+
+    def apply(self, event: str, kind: str, obj: Any) -> None:
+        """One watch event: ADDED, MODIFIED or DELETED."""
+        if event == "DELETED":
+            changed = self._delete(kind, obj.key)
+        else:
+            changed = self._put(kind, obj)
+        if changed:
+            self._changed()
+
+    def relist(self, scope: Scope, objs: Iterable[Any]) -> None:
+        """A whole relist in one call: upsert ``objs``, drop the rest of ``scope``."""
+        r = self.begin_relist(scope)
+        r.page(objs)
+        r.finish()
+
+    def begin_relist(self, scope: Scope) -> "Relist":
+        """Page-by-page relist: feed pages, then ``finish()`` drops the rest."""
+        return Relist(self, scope)
+
+    def touch_sync(self) -> None:
+        self.last_sync = self.clock()
+
+    # ------------------------------------------------------------ internals
+    def _changed(self) -> None:
+        self.generation += 1
+        self.last_modified = self.clock()
+        for listener in self.listeners:
+            listener(self)
+
+    def _put(self, kind: str, obj: Any) -> bool:
+        table = self.objects[kind]
+        old = table.get(obj.key)
+        if old == obj:
+            return False
+        if old is not None:
+            self._unindex(kind, old)
+        table[obj.key] = obj
+        self._index(kind, obj)
+        return True
+
+    def _delete(self, kind: str, key: tuple[str, str]) -> bool:
+        old = self.objects[kind].pop(key, None)
+        if old is None:
+            return False
+        self._unindex(kind, old)
+        return True
+
+    def _index(self, kind: str, obj: Any) -> None:
+        if kind == "EndpointSlice":
+            by = self.mcs_slices_by_service if obj.cluster else self.slices_by_service
+            if obj.service:
+                by.setdefault((obj.namespace, obj.service), {})[obj.name] = obj
+            for ep in obj.endpoints:
+                for ip in ep.addresses:
+                    self.slices_by_ip.setdefault(ip, {})[obj.key] = obj
+        elif kind == "Service":
+            for ip in obj.cluster_ips:
+                if ip != "None":
+                    self.services_by_ip.setdefault(ip, {})[obj.key] = obj
+        elif kind == "Pod":
+            for ip in obj.ips:
+                self.pods_by_ip.setdefault(ip, {})[obj.key] = obj
+
+    def _unindex(self, kind: str, obj: Any) -> None:
+        if kind == "EndpointSlice":
+            by = self.mcs_slices_by_service if obj.cluster else self.slices_by_service
+            _discard(by, (obj.namespace, obj.service), obj.name)
+            for ep in obj.endpoints:
+                for ip in ep.addresses:
+                    _discard(self.slices_by_ip, ip, obj.key)
+        elif kind == "Service":
+            for ip in obj.cluster_ips:
+                _discard(self.services_by_ip, ip, obj.key)
+        elif kind == "Pod":
+            for ip in obj.ips:
+                _discard(self.pods_by_ip, ip, obj.key)
+
+
+def _discard(index: dict, outer: Any, inner: Any) -> None:
+    bucket = index.get(outer)
+    if bucket is not None:
+        bucket.pop(inner, None)
+        if not bucket:
+            del index[outer]
+
+
+@attrs.define
+class Relist:
+    """A relist in progress: pages upserted as they come, deletions at the end."""
+
+    store: ClusterStore
+    scope: Scope
+    seen: set[tuple[str, str]] = attrs.Factory(set)
+    changed: bool = False
+
+    def page(self, objs: Iterable[Any]) -> None:
+        kind = self.scope[0]
+        for obj in objs:
+            self.seen.add(obj.key)
+            self.changed |= self.store._put(kind, obj)
+        if self.changed:
+            self.store._changed()
+            self.changed = False
+
+    def finish(self) -> None:
+        kind, namespace = self.scope
+        store = self.store
+        stale = [k for k in store.objects[kind] if k not in self.seen and (not namespace or k[0] == namespace)]
+        changed = False
+        for key in stale:
+            changed |= store._delete(kind, key)
+        store.synced_scopes.add(self.scope)
+        store.last_sync = store.clock()
+        if changed:
+            store._changed()

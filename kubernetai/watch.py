@@ -1,0 +1,368 @@
+"""Watcher: list+watch one resource of one cluster into its ClusterStore, forever.
+
+The Kubernetes protocol, as the API concepts documentation gives it:
+paginated list (``limit`` + ``continue``), then a watch from the list's
+resourceVersion with bookmarks and a jittered ``timeoutSeconds``.  A stream
+that ends is resumed from the last resourceVersion seen (bookmarks move it
+too); ``410 Gone`` (HTTP or an ERROR event) means a full relist, after which
+objects the new list lacks are deleted.  Any other failure backs off (about
+1 s doubling to 30 s, jittered), is logged once per change of state, and
+never touches the store: the last good data keeps being served.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any, Callable
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+
+from kubernetai.kubeapi import ApiClient, ApiError
+from kubernetai.objects import CONVERTERS, ObjectError
+from kubernetai.store import ClusterStore
+
+__all__ = ["ResourceSpec", "Watcher", "Gone", "WatchError", "Backoff"]
+
+log = Logger()
+
+PAGE_SIZE = 500
+WATCH_TIMEOUT = (240, 360)  # seconds, jittered per watch
+IDLE_TIMEOUT = 120.0  # drop a watch that says nothing (not even a bookmark) for this long
+REQUEST_TIMEOUT = 60.0  # a list page, or a watch's response headers, must arrive within this
+MAX_LINE = 16 * 1024 * 1024
+
+
+class Gone(Exception):
+    """410: our resourceVersion is too old; relist."""
+
+
+class WatchError(Exception):
+    """The stream said something we cannot continue from."""
+
+
+class IdleTimeout(Exception):
+    """The watch stream was silent for too long."""
+
+
+@attrs.frozen
+class ResourceSpec:
+    """One list/watch target: a kind at a path, maybe a namespace and a selector."""
+
+    kind: str
+    group_path: str  # "/api/v1" or "/apis/discovery.k8s.io/v1"
+    plural: str
+    namespace: str = ""
+    label_selector: str = ""
+
+    @property
+    def path(self) -> str:
+        ns = f"/namespaces/{self.namespace}" if self.namespace else ""
+        return f"{self.group_path}{ns}/{self.plural}"
+
+    @property
+    def scope(self) -> tuple[str, str]:
+        return (self.kind, self.namespace)
+
+    def describe(self) -> str:
+        where = f" in namespace {self.namespace}" if self.namespace else ""
+        sel = f" matching {self.label_selector}" if self.label_selector else ""
+        return f"{self.plural}{where}{sel}"
+
+
+@attrs.define
+class Backoff:
+    """About ``base`` doubling to ``cap``, with ±20% jitter."""
+
+    base: float = 1.0
+    cap: float = 30.0
+    rand: Callable[[], float] = random.random
+    failures: int = 0
+
+    def next(self) -> float:
+        self.failures += 1
+        delay = min(self.cap, self.base * 2 ** (self.failures - 1))
+        return delay * (0.8 + 0.4 * self.rand())
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class _EventStream(Protocol):
+    """Splits a chunked watch body into JSON lines, with an idle timer."""
+
+    def __init__(self, on_event: Callable[[dict], None], clock: Any, idle: float) -> None:
+        self.on_event = on_event
+        self.clock = clock
+        self.idle = idle
+        self.buffer = b""
+        self.done: defer.Deferred = defer.Deferred()
+        self.error: Failure | None = None
+        self.timer = clock.callLater(idle, self._idle)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.error is not None:
+            return
+        self.timer.reset(self.idle)
+        self.buffer += data
+        if len(self.buffer) > MAX_LINE:
+            self._fail(WatchError("watch event larger than 16 MiB"))
+            return
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                self.on_event(json.loads(line))
+            except Exception as e:  # Gone, malformed JSON, bad objects
+                self._fail(e)
+                return
+
+    def _idle(self) -> None:
+        self._fail(IdleTimeout(f"watch silent for {self.idle:.0f}s"))
+
+    def _fail(self, exc: Exception) -> None:
+        if self.error is None:
+            self.error = Failure(exc)
+            if self.transport is not None:
+                self.transport.stopProducing()
+
+    def stop(self) -> None:
+        self._fail(defer.CancelledError())
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self.timer.active():
+            self.timer.cancel()
+        if self.error is not None:
+            self.done.errback(self.error)
+        elif reason is not None and reason.check(ResponseDone, PotentialDataLoss):
+            if self.buffer.strip():
+                try:
+                    self.on_event(json.loads(self.buffer))
+                except Exception as e:
+                    self.done.errback(Failure(e))
+                    return
+            self.done.callback(None)
+        else:
+            self.done.errback(reason or Failure(WatchError("watch stream lost")))
+
+
+@attrs.define(eq=False)
+class Watcher(Service):
+    """Keeps ``store`` in step with one resource; a twisted Service."""
+
+    spec: ResourceSpec
+    api: ApiClient
+    store: ClusterStore
+    clock: Any
+    cluster: str = ""
+    rand: Callable[[], float] = random.random
+    idle_timeout: float = IDLE_TIMEOUT
+    page_size: int = PAGE_SIZE
+    backoff: Backoff = attrs.field(init=False)
+    request_timeout: float = REQUEST_TIMEOUT
+    rv: str | None = None
+    gone_in_a_row: int = 0
+    state: str = "starting"
+    events: int = 0
+    _loop: defer.Deferred | None = None
+    _current: Any = None
+
+    def __attrs_post_init__(self) -> None:
+        self.backoff = Backoff(rand=self.rand)
+        self.store.require(self.spec.scope)
+
+    # ------------------------------------------------------------ service
+    def startService(self) -> None:
+        Service.startService(self)
+        self._loop = self._run()
+
+    def stopService(self) -> defer.Deferred:
+        Service.stopService(self)
+        current = self._current
+        if isinstance(current, _EventStream):
+            current.stop()
+        elif isinstance(current, defer.Deferred):
+            current.cancel()
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return defer.succeed(None)
+        return loop.addErrback(lambda f: None)
+
+    # ------------------------------------------------------------ loop
+    def _state(self, state: str, level: str = "info") -> None:
+        """Log only when the state changes, never once per retry."""
+        if state != self.state:
+            self.state = state
+            getattr(log, level)(
+                "{cluster}: {resource}: {state}", cluster=self.cluster, resource=self.spec.describe(), state=state
+            )
+
+    @defer.inlineCallbacks
+    def _run(self) -> Any:
+        while self.running:
+            try:
+                if self.rv is None:
+                    self.rv = yield self._list()
+                    self._state("synced")
+                yield self._watch()
+                self.backoff.reset()
+                self.gone_in_a_row = 0
+            except Gone:
+                self.rv = None
+                self.gone_in_a_row += 1
+                self._state("resourceVersion too old (410 Gone): relisting")
+                if self.gone_in_a_row > 1:  # a fresh list's version is gone too: do not spin
+                    yield self._sleep(self.backoff.next())
+            except defer.CancelledError:
+                if not self.running:
+                    return
+            except Exception as e:
+                if not self.running:
+                    return
+                delay = self.backoff.next()
+                if isinstance(e, ApiError) and e.retry_after:
+                    delay = max(delay, e.retry_after)
+                self._state(f"{_describe(e)}; retrying with backoff, serving the last good data", "warn")
+                yield self._sleep(delay)
+
+    def _sleep(self, delay: float) -> defer.Deferred:
+        d = task.deferLater(self.clock, delay, lambda: None)
+        self._current = d
+
+        def done(result: Any) -> None:
+            self._current = None
+            if isinstance(result, Failure) and not result.check(defer.CancelledError):
+                return result  # type: ignore[return-value]
+            return None
+
+        return d.addBoth(done)
+
+    def _request(self, d: defer.Deferred) -> defer.Deferred:
+        """Track a request so stopService can cancel it, and time it out."""
+        timed_out = []
+
+        def expire() -> None:
+            timed_out.append(True)
+            d.cancel()
+
+        timer = self.clock.callLater(self.request_timeout, expire)
+        self._current = d
+
+        def clear(result: Any) -> Any:
+            self._current = None
+            if timer.active():
+                timer.cancel()
+            if timed_out and isinstance(result, Failure):
+                return Failure(defer.TimeoutError(f"no answer within {self.request_timeout:.0f}s"))
+            return result
+
+        return d.addBoth(clear)
+
+    @defer.inlineCallbacks
+    def _list(self) -> Any:
+        convert = CONVERTERS[self.spec.kind]
+        relist = self.store.begin_relist(self.spec.scope)
+        token = None
+        while True:
+            params: dict[str, Any] = {"limit": self.page_size}
+            if token:
+                params["continue"] = token
+            if self.spec.label_selector:
+                params["labelSelector"] = self.spec.label_selector
+            try:
+                data = yield self._request(self.api.get_json(self.spec.path, params))
+            except ApiError as e:
+                if e.code == 410:
+                    raise Gone() from None  # the continue token expired: start over
+                raise
+            if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+                raise WatchError("list answer without items")
+            page = []
+            for item in data["items"]:
+                try:
+                    page.append(convert(item))
+                except (ObjectError, TypeError, ValueError, AttributeError) as e:
+                    log.warn("{cluster}: skipping a malformed {kind}: {error}", cluster=self.cluster, kind=self.spec.kind, error=e)
+            relist.page(page)
+            meta = data.get("metadata") or {}
+            token = meta.get("continue")
+            if not token:
+                relist.finish()
+                return meta.get("resourceVersion") or "0"
+
+    @defer.inlineCallbacks
+    def _watch(self) -> Any:
+        params = {
+            "watch": "1",
+            "resourceVersion": self.rv,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(int(WATCH_TIMEOUT[0] + (WATCH_TIMEOUT[1] - WATCH_TIMEOUT[0]) * self.rand())),
+        }
+        if self.spec.label_selector:
+            params["labelSelector"] = self.spec.label_selector
+        try:
+            resp = yield self._request(self.api.get(self.spec.path, params, stream=True))
+        except ApiError as e:
+            if e.code == 410:
+                raise Gone() from None
+            raise
+        stream = _EventStream(self._event, self.clock, self.idle_timeout)
+        self._current = stream
+        self._state("watching")
+        resp.deliverBody(stream)
+        try:
+            yield stream.done
+        finally:
+            self._current = None
+
+    def _event(self, event: dict) -> None:
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise Gone()
+            raise WatchError(f"watch ERROR event: {obj.get('code')} {obj.get('reason') or ''}".strip())
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        if kind == "BOOKMARK":
+            if rv:
+                self.rv = rv
+            self.store.touch_sync()
+            return
+        if kind not in ("ADDED", "MODIFIED", "DELETED"):
+            raise WatchError(f"unknown watch event type {kind!r}")
+        try:
+            value = CONVERTERS[self.spec.kind](obj)
+        except (ObjectError, TypeError, ValueError, AttributeError) as e:
+            log.warn("{cluster}: skipping a malformed {kind} event: {error}", cluster=self.cluster, kind=self.spec.kind, error=e)
+        else:
+            self.store.apply(kind, self.spec.kind, value)
+        self.events += 1
+        if rv:
+            self.rv = rv
+        self.store.touch_sync()
+
+
+def _describe(e: BaseException) -> str:
+    from twisted.internet.error import ConnectError, ConnectionRefusedError
+    from twisted.web._newclient import ResponseFailed, ResponseNeverReceived
+
+    if isinstance(e, ApiError):
+        return str(e)
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, ConnectError):
+        return f"cannot connect: {e}"
+    if isinstance(e, (ResponseFailed, ResponseNeverReceived)):
+        return "connection to the API server lost"
+    if isinstance(e, defer.TimeoutError):
+        return str(e)
+    text = str(e) or type(e).__name__
+    return f"{type(e).__name__}: {text}"[:300]
