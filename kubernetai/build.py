@@ -95,6 +95,8 @@ def _build_block(
         if made is not None:
             resolvers.append(made)
     block = Block(zones, chain(resolvers), ctx.observers, ctx.recursive, label=", ".join(sb.keys))
+    for user in ctx.chain_users:
+        user.upstream = block.resolver
     return BlockPlan(
         sb.keys, zones, port, tuple(ctx.bind), tuple(d.name for d in ordered), block, sb.file, sb.line
     )
@@ -170,6 +172,8 @@ class KubernetaiService(MultiService):
         wildcard = "::" if _ipv6_available() else ""
         for (addr, port), blocks in self.plan.listeners().items():
             factory = KubeDNSServerFactory(blocks=blocks)
+            if self.plan.server.startup:
+                factory.hold()
             interface = addr or wildcard
             try:
                 udp = self.reactor.listenUDP(port, factory.datagram_protocol(), interface=interface)
@@ -190,6 +194,19 @@ class KubernetaiService(MultiService):
     def startService(self) -> None:
         self.privilegedStartService()  # a no-op when twistd already called it
         super().startService()
+        stanzas = self.plan.server.startup
+        if stanzas:
+            log.info("kubernetai: waiting for the first sync of {n} cluster(s)", n=len(stanzas))
+            waits = [s.wait_synced(self.reactor) for s in stanzas]
+            defer.gatherResults(waits).addCallback(self._release, stanzas)
+
+    def _release(self, synced: list[bool], stanzas: list) -> None:
+        for ok, stanza in zip(synced, stanzas):
+            if not ok:
+                log.warn("{name}: not synced after startup_timeout {t}s; its names answer SERVFAIL until it is "
+                         "(or fall through)", name=stanza.opts.name(), t=stanza.opts.startup_timeout)
+        for factory in self.factories.values():
+            factory.release()
 
     def addresses(self) -> list[tuple[str, int]]:
         """The (address, port) pairs actually listened on."""

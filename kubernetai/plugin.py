@@ -56,6 +56,8 @@ class ServerContext:
     readiness: Readiness = attrs.Factory(Readiness)
     pre_stop: list[Callable[[], Any]] = attrs.Factory(list)
     status: dict[str, Callable[[], dict]] = attrs.Factory(dict)
+    # Stanzas whose first sync the server waits for (up to their startup_timeout).
+    startup: list[Any] = attrs.Factory(list)
     _shared: dict[Hashable, Any] = attrs.Factory(dict)
 
     def shared(self, key: Hashable, make: Callable[[], T]) -> T:
@@ -80,6 +82,8 @@ class SetupContext:
     bind: list[str] = attrs.Factory(list)
     recursive: bool = False
     seen: set[str] = attrs.Factory(set)
+    # Resolvers that want the finished block chain as their ``upstream``.
+    chain_users: list[Any] = attrs.Factory(list)
 
     @property
     def reactor(self) -> IReactorCore:

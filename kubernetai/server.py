@@ -150,6 +150,20 @@ class KubeDNSServerFactory(DNSServerFactory):
         self.tcp_idle_timeout = tcp_idle_timeout
         self.max_tcp_connections = max_tcp_connections
         self._zones = {z: b for b in reversed(self.blocks) for z in b.zones}
+        self._held: list | None = None
+
+    # ---------------------------------------------------------- start-up gate
+    MAX_HELD = 10000
+
+    def hold(self) -> None:
+        """Queue queries until ``release()`` (the stanzas' first sync)."""
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> None:
+        held, self._held = self._held or [], None
+        for d, args in held:
+            self.handle_packet(*args).chainDeferred(d)
 
     # ---------------------------------------------------------- routing
     def block_for(self, qname: str) -> Block | None:
@@ -165,6 +179,12 @@ class KubeDNSServerFactory(DNSServerFactory):
 
         Never fails: whatever the input, the Deferred fires with bytes or None.
         """
+        if self._held is not None:
+            if len(self._held) >= self.MAX_HELD:
+                return defer.succeed(None)
+            d: defer.Deferred = defer.Deferred()
+            self._held.append((d, (data, address, proto)))
+            return d
         try:
             return self._handle(data, address, proto)
         except Exception:

@@ -15,9 +15,9 @@ def plan(text: str, port: int = 53, environ=None):
 
 
 def test_plugin_order_is_fixed_not_corefile_order():
-    p = plan(". {\n forward . 127.0.0.1\n log\n kubernetai a.local\n errors\n hosts {\n  fallthrough\n }\n kubernetai b.local\n}")
+    p = plan(". {\n forward . 127.0.0.1\n log\n kubernetai a.local {\n  endpoint http://127.0.0.1:1\n }\n errors\n hosts {\n  fallthrough\n }\n kubernetai b.local {\n  endpoint http://127.0.0.1:1\n }\n}")
     assert p.blocks[0].plugins == ("errors", "log", "hosts", "kubernetai", "kubernetai", "forward")
-    zones = [r.config.zones for r in p.blocks[0].block.resolver.resolvers[1:3]]
+    zones = [r.opts.zones for r in p.blocks[0].block.resolver.resolvers[1:3]]
     assert zones == [("a.local.",), ("b.local.",)]  # stanzas keep Corefile order
 
 
@@ -55,7 +55,7 @@ def test_one_block_with_keys_on_two_ports():
 
 
 def test_describe_lists_blocks_zones_ports_and_chain():
-    text = plan(". {\n bind 127.0.0.1\n log\n kubernetai cluster.local\n}", port=1053).describe()
+    text = plan(". {\n bind 127.0.0.1\n log\n kubernetai cluster.local {\n  endpoint http://127.0.0.1:1\n }\n}", port=1053).describe()
     assert "server block ." in text and "port:    1053 udp+tcp on 127.0.0.1" in text
     assert "plugins: bind -> log -> kubernetai" in text
 
@@ -66,7 +66,7 @@ BAD = [
     ("unknown directive", ". {\n cache 30\n}", 2, "unknown directive 'cache'"),
     ("bad key", "tls://a.org {\n log\n}", 1, "not supported"),
     ("bad zone in stanza", ". {\n kubernetai a..b\n}", 2, "kubernetai: zone is not a valid domain name"),
-    ("unsupported stanza option", ". {\n kubernetai a.org {\n  foo bar\n }\n}", 3, "option 'foo'"),
+    ("unsupported stanza option", ". {\n kubernetai a.org {\n  foo bar\n }\n}", 3, "unknown property 'foo'"),
     ("health twice", ". {\n health\n health :9090\n}", 3, "only be used once"),
     ("health bad lameduck", ". {\n health {\n  lameduck 5parsecs\n }\n}", 3, "invalid duration"),
     ("health unknown property", ". {\n health {\n  slow 5s\n }\n}", 3, "unknown property 'slow'"),

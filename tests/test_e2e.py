@@ -164,7 +164,7 @@ def test_bad_corefile_exits_nonzero_naming_file_and_line(tmp_path):
 
 
 def test_check_prints_the_plan(tmp_path):
-    p = run_twistd(tmp_path, ".:1053 10.0.0.0/24:1053 {\n bind 127.0.0.1\n log\n errors\n kubernetai cluster.local {\n  fallthrough\n }\n}\n", "--check")
+    p = run_twistd(tmp_path, ".:1053 10.0.0.0/24:1053 {\n bind 127.0.0.1\n log\n errors\n kubernetai cluster.local {\n  endpoint http://127.0.0.1:8001\n  fallthrough\n }\n}\n", "--check")
     assert p.returncode == 0, p.stderr
     assert "zones:   . 0.0.10.in-addr.arpa." in p.stdout
     assert "port:    1053 udp+tcp on 127.0.0.1" in p.stdout

@@ -218,7 +218,7 @@ def test_health_ready_status_and_lameduck():
     hp, rp = free_port(), free_port()
     text = (
         f".:0 {{\n bind 127.0.0.1\n health 127.0.0.1:{hp} {{\n  lameduck 1s\n }}\n ready 127.0.0.1:{rp}\n"
-        " kubernetai cluster.local\n}"
+        " kubernetai cluster.local {\n  endpoint http://127.0.0.1:1\n  startup_timeout 0\n }\n}"
     )
     p = load_text(text, 53, reactor)
     svc = KubernetaiService(p, reactor)
@@ -228,7 +228,8 @@ def test_health_ready_status_and_lameduck():
         assert r.code == 200 and (yield r.text()) == "OK"
         r = yield treq.get(f"http://127.0.0.1:{rp}/ready")
         assert r.code == 503 and "kubernetai cluster.local." in (yield r.text())
-        p.blocks[0].block.resolver.resolvers[0].synced = True
+        store = p.blocks[0].block.resolver.resolvers[0].store
+        store.synced_scopes |= store.required  # as if every watch had listed
         r = yield treq.get(f"http://127.0.0.1:{rp}/ready")
         assert r.code == 200
         r = yield treq.get(f"http://127.0.0.1:{rp}/status")
@@ -240,6 +241,6 @@ def test_health_ready_status_and_lameduck():
     assert r.code == 503
     (addr, port), = svc.addresses()
     out = yield KubeDNSQuery(port)
-    assert out.rcode() == dns.rcode.SERVFAIL  # served (unsynced stanza) while in lameduck
+    assert out.rcode() == dns.rcode.NXDOMAIN  # still answering (an empty synced cluster) during lameduck
     yield stopping
     assert svc.addresses() and not svc.ports

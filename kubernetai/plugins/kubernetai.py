@@ -1,64 +1,31 @@
 """``kubernetai [ZONES...] { OPTIONS }``: one Kubernetes cluster's records.
 
-This is the stanza's place in the chain: its zones and ``fallthrough``.
-Until a stanza has data from its cluster it is not synced, and answers as
-CoreDNS does for an unsynced cluster: SERVFAIL for names in its zones, or,
-with ``fallthrough``, passes them on so one dead cluster does not take the
-others down.  Names outside its zones always go on to the next resolver.
+Options are those of CoreDNS's kubernetes plugin (see options.py).  The
+stanza's watchers run as services; its resolver joins the block's chain in
+Corefile order among the other stanzas; it reports ready once synced, and
+the server holds queries up to ``startup_timeout`` for its first sync.
 """
 
 from __future__ import annotations
 
-import attrs
-from twisted.internet import defer
-from twisted.names import common
-
-from kubernetai import outcome
 from kubernetai.corefile import Directive
-from kubernetai.fallthrough import Fallthrough
+from kubernetai.kubeconfig import ConfigError, connection_for
+from kubernetai.options import parse_options
 from kubernetai.plugin import SetupContext
-from kubernetai.values import zone_args
-from kubernetai.zones import match_zone, normalize
-
-# Options of CoreDNS's kubernetes plugin that the stanza accepts today.
-SUPPORTED = {"fallthrough"}
-
-
-@attrs.define
-class StanzaConfig:
-    zones: tuple[str, ...]
-    fallthrough: Fallthrough = Fallthrough()
-
-
-@attrs.define
-class KubernetesResolver(common.ResolverBase):
-    """One stanza: the IResolver for one cluster's zones."""
-
-    config: StanzaConfig
-    synced: bool = False
-
-    def __attrs_post_init__(self) -> None:
-        common.ResolverBase.__init__(self)
-
-    def _lookup(self, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
-        qname = normalize(name.decode("ascii", "replace"))
-        if match_zone(qname, self.config.zones) is None:
-            return defer.fail(outcome.NotMine(name))
-        if self.config.fallthrough.through(qname):
-            return defer.fail(outcome.NotMine(name))
-        return defer.fail(outcome.ServerFailure(f"kubernetai {' '.join(self.config.zones)}: not synced with its cluster"))
-
-
-def parse(d: Directive, block_zones: tuple[str, ...]) -> StanzaConfig:
-    config = StanzaConfig(zone_args(d, d.args) or block_zones)
-    for child in d.children:
-        if child.name not in SUPPORTED:
-            raise child.error(f"option {child.name!r} is not supported yet (supported: {', '.join(sorted(SUPPORTED))})")
-        config.fallthrough = Fallthrough.parse(child)
-    return config
+from kubernetai.resolver import KubernetesResolver
+from kubernetai.stanza import Stanza
 
 
 def setup(d: Directive, ctx: SetupContext) -> KubernetesResolver:
-    resolver = KubernetesResolver(parse(d, ctx.zones))
-    ctx.server.readiness.add(f"kubernetai {' '.join(resolver.config.zones)}", lambda: resolver.synced)
-    return resolver
+    opts = parse_options(d, ctx.zones)
+    try:
+        conn = connection_for(opts, ctx.reactor)
+    except ConfigError as e:
+        raise d.error(str(e)) from None
+    stanza = Stanza.from_api(opts, conn, ctx.reactor, ns_addrs=ctx.bind)
+    ctx.server.add_service(stanza.feeders)
+    ctx.server.readiness.add(opts.name(), lambda: stanza.synced)
+    ctx.server.status[opts.name()] = stanza.status
+    ctx.server.startup.append(stanza)
+    ctx.chain_users.append(stanza.resolver)
+    return stanza.resolver

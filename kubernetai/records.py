@@ -1,0 +1,438 @@
+"""(query, store, options) → answer sections, exactly as CoreDNS's kubernetes plugin.  Pure.
+
+Nothing here does I/O or touches the reactor; ``answer()`` returns an
+``Answer`` the resolver turns into a result or an exception.  Owner names
+keep the query's spelling; names we build (SRV targets, PTR targets) use the
+zone as the query spelled it, as CoreDNS does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable, Sequence
+
+import attrs
+from twisted.names import dns
+
+from kubernetai.names import InvalidRequest, RecordRequest, parse_request, strip_zone
+from kubernetai.objects import Endpoint, Service
+from kubernetai.options import KubernetesOptions
+from kubernetai.rr import soa
+from kubernetai.store import ClusterStore
+
+__all__ = ["Answer", "Hit", "answer", "DNS_SCHEMA_VERSION", "endpoint_hostname"]
+
+DNS_SCHEMA_VERSION = "1.1.0"
+
+
+class NameError_(Exception):
+    """The name does not exist (errNoItems)."""
+
+
+@attrs.frozen
+class Answer:
+    """What the stanza says: records, or NXDOMAIN (``name_error``), or REFUSED."""
+
+    answers: tuple[dns.RRHeader, ...] = ()
+    additional: tuple[dns.RRHeader, ...] = ()
+    name_error: bool = False
+    refused: bool = False
+    # CNAME targets outside our zones that an upstream should complete.
+    chase: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Hit:
+    """CoreDNS's msg.Service: an address or external name, a port, a name."""
+
+    host: str
+    port: int
+    target: str  # the record's own name (SRV target, glue owner)
+    ttl: int
+    weight: int = 0
+
+    @property
+    def kind(self) -> int:
+        try:
+            ip = ipaddress.ip_address(self.host)
+        except ValueError:
+            return dns.CNAME
+        return dns.A if ip.version == 4 else dns.AAAA
+
+
+def endpoint_hostname(ep: Endpoint, address: str, pod_names: bool) -> str:
+    if ep.hostname:
+        return ep.hostname
+    if pod_names and ep.pod and len(ep.pod) <= 63:
+        return ep.pod
+    if "." in address:
+        return address.replace(".", "-")
+    return address.replace(":", "-")
+
+
+def _name(name: str) -> str:
+    return name.rstrip(".")
+
+
+def _rr(owner: str, type_: int, ttl: int, payload: object) -> dns.RRHeader:
+    return dns.RRHeader(_name(owner), type_, dns.IN, ttl, payload, auth=True)
+
+
+def _address_rr(owner: str, ip: str, ttl: int) -> dns.RRHeader:
+    if ":" in ip:
+        return _rr(owner, dns.AAAA, ttl, dns.Record_AAAA(ip, ttl))
+    return _rr(owner, dns.A, ttl, dns.Record_A(ip, ttl))
+
+
+@attrs.define
+class View:
+    """One stanza's store and options, with the lookups CoreDNS's findServices makes."""
+
+    store: ClusterStore
+    opts: KubernetesOptions
+    ns_addrs: Sequence[str] = ()
+
+    # ------------------------------------------------------------ existence
+    def namespace_exposed(self, namespace: str) -> bool:
+        if self.store.namespace(namespace) is None:
+            return False
+        if self.opts.namespaces:
+            return namespace in self.opts.namespaces
+        return True
+
+    def primary_zone(self) -> str:
+        for z in self.opts.zones:
+            if not z.endswith(("in-addr.arpa.", "ip6.arpa.")):
+                return z
+        return self.opts.zones[0]
+
+    def is_multicluster(self, zone: str) -> bool:
+        return zone.lower() in self.opts.multicluster
+
+    # ------------------------------------------------------------ services
+    def endpoints_of(self, svc: Service) -> Iterable[tuple[Endpoint, str, tuple]]:
+        """Ready (endpoint, address, ports) of a service, duplicates across slices merged."""
+        seen: set[tuple[str, str]] = set()
+        for sl in sorted(self.store.slices(svc.namespace, svc.name), key=lambda s: s.name):
+            for ep in sl.endpoints:
+                if not ep.ready:
+                    continue
+                for addr in ep.addresses:
+                    if (addr, ep.hostname) in seen:
+                        continue
+                    seen.add((addr, ep.hostname))
+                    yield ep, addr, sl.ports
+
+    def has_endpoints(self, svc: Service) -> bool:
+        return any(True for _ in self.endpoints_of(svc))
+
+    def find_services(self, r: RecordRequest, zone: str) -> list[Hit]:
+        if not self.namespace_exposed(r.namespace):
+            raise NameError_()
+        if not r.service:
+            return []  # NODATA: the namespace exists
+        svc = self.store.service(r.namespace, r.service)
+        if svc is None:
+            raise NameError_()
+        ttl = self.opts.ttl
+        base = f"{r.service}.{r.namespace}.svc.{zone}" if zone != "." else f"{r.service}.{r.namespace}.svc."
+        if self.opts.ignore_empty_service and svc.type != "ExternalName" and not svc.headless:
+            if not self.has_endpoints(svc):
+                raise NameError_()
+        if svc.type == "ExternalName":
+            if r.endpoint or not svc.external_name:
+                raise NameError_()
+            hit = Hit(svc.external_name, 0, base, ttl)
+            if hit.kind != dns.CNAME:
+                raise NameError_()
+            return [hit]
+        hits: list[Hit] = []
+        found = False
+        if svc.headless or r.endpoint:
+            if self.opts.noendpoints:
+                raise NameError_()
+            for ep, addr, ports in self.endpoints_of(svc):
+                host = endpoint_hostname(ep, addr, self.opts.endpoint_pod_names)
+                if r.endpoint and r.endpoint != host:
+                    continue
+                for p in ports or (None,):
+                    if p is not None and not _port_match(r, p.name, p.protocol):
+                        continue
+                    if p is None and r.is_srv_form:
+                        continue
+                    found = True
+                    hits.append(Hit(addr, p.port if p else -1, f"{host}.{base}", ttl))
+        else:
+            for p in svc.ports:
+                if not _port_match(r, p.name, p.protocol):
+                    continue
+                found = True
+                for ip in svc.cluster_ips:
+                    hits.append(Hit(ip, p.port, base, ttl))
+        if not found:
+            raise NameError_()
+        return hits
+
+    def find_pods(self, r: RecordRequest, zone: str) -> list[Hit]:
+        mode = self.opts.pods
+        if mode == "disabled":
+            raise NameError_()
+        if not self.namespace_exposed(r.namespace):
+            raise NameError_()
+        if not r.service:
+            return []
+        name = r.service
+        if name.count("-") == 3 and "--" not in name:
+            ip = name.replace("-", ".")
+        else:
+            ip = name.replace("-", ":")
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except ValueError:
+            raise NameError_() from None
+        target = f"{name}.{r.namespace}.pod.{zone}"
+        if mode == "insecure":
+            return [Hit(ip, 0, target, self.opts.ttl)]
+        for p in self.store.pods_with_ip(ip):
+            if p.namespace == r.namespace:
+                return [Hit(ip, 0, target, self.opts.ttl)]
+        raise NameError_()
+
+    def records(self, qname: str, zone: str) -> list[Hit]:
+        """Services or pods a name means: CoreDNS's Records()."""
+        multicluster = self.is_multicluster(zone)
+        try:
+            r = parse_request(qname.lower(), zone.lower(), multicluster, self.opts.zonal)
+        except InvalidRequest:
+            raise NameError_() from None
+        if not r.pod_or_svc:
+            return []
+        if qname.lower().endswith(("in-addr.arpa.", "ip6.arpa.")):
+            raise NameError_()
+        if r.pod_or_svc == "pod":
+            return self.find_pods(r, zone)
+        if multicluster:
+            return self.find_multicluster(r, zone)
+        if r.zone:
+            return self.find_zonal(r, zone)
+        return self.find_services(r, zone)
+
+    def find_multicluster(self, r: RecordRequest, zone: str) -> list[Hit]:
+        if not self.namespace_exposed(r.namespace):
+            raise NameError_()
+        if not r.service:
+            return []
+        imp = self.store.service_import(r.namespace, r.service)
+        if imp is None:
+            raise NameError_()
+        ttl = self.opts.ttl
+        base = f"{r.service}.{r.namespace}.svc.{zone}"
+        hits: list[Hit] = []
+        found = False
+        if imp.type == "Headless" or r.endpoint:
+            for sl in sorted(self.store.mcs_slices(r.namespace, r.service), key=lambda s: s.name):
+                for ep in sl.endpoints:
+                    if not ep.ready:
+                        continue
+                    for addr in ep.addresses:
+                        host = endpoint_hostname(ep, addr, self.opts.endpoint_pod_names)
+                        if r.endpoint and (r.endpoint != host or r.cluster != sl.cluster):
+                            continue
+                        for p in sl.ports:
+                            if not _port_match(r, p.name, p.protocol):
+                                continue
+                            found = True
+                            hits.append(Hit(addr, p.port, f"{host}.{sl.cluster}.{base}", ttl))
+        else:
+            for p in imp.ports:
+                if not _port_match(r, p.name, p.protocol):
+                    continue
+                found = True
+                for ip in imp.ips:
+                    hits.append(Hit(ip, p.port, base, ttl))
+        if not found:
+            raise NameError_()
+        return hits
+
+    def find_zonal(self, r: RecordRequest, zone: str) -> list[Hit]:
+        svc = self.store.service(r.namespace, r.service)
+        if not self.namespace_exposed(r.namespace) or svc is None or not svc.headless:
+            raise NameError_()
+        base = f"{r.service}.{r.namespace}.svc.{zone}"
+        every, local = [], []
+        for ep, addr, ports in self.endpoints_of(svc):
+            host = endpoint_hostname(ep, addr, self.opts.endpoint_pod_names)
+            for p in ports or (None,):
+                hit = Hit(addr, p.port if p else -1, f"{host}.{base}", self.opts.ttl)
+                every.append(hit)
+                if ep.zone.lower() == r.zone:
+                    local.append(hit)
+        if local or r.zone_mode == "pin":
+            return local
+        return every
+
+
+def _port_match(r: RecordRequest, name: str, protocol: str) -> bool:
+    if r.port and r.port != name.lower():
+        return False
+    if r.protocol and r.protocol != protocol.lower():
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- per type
+
+
+def _addresses(view: View, qname: str, zone: str, qtype: int, hits: Sequence[Hit], depth: int = 0) -> tuple[list, list[str]]:
+    """A/AAAA records (and CNAMEs) for hits, as CoreDNS's plugin.A/AAAA."""
+    out: list[dns.RRHeader] = []
+    chase: list[str] = []
+    seen: set[str] = set()
+    for h in hits:
+        kind = h.kind
+        if kind == dns.CNAME:
+            target = h.host.rstrip(".") + "."
+            if target.lower() == qname.lower() or depth > 7:
+                continue
+            cname = _rr(qname, dns.CNAME, h.ttl, dns.Record_CNAME(_name(target), h.ttl))
+            if target.lower().endswith(zone.lower()) and (zone == "." or target.lower() == zone.lower() or target.lower().endswith("." + zone.lower())):
+                try:
+                    more, more_chase = _addresses(view, target, zone, qtype, view.records(target, zone), depth + 1)
+                except NameError_:
+                    continue
+                if more:
+                    out.append(cname)
+                    out.extend(more)
+                    chase.extend(more_chase)
+                continue
+            out.append(cname)
+            chase.append(target)
+        elif kind == qtype and h.host not in seen:
+            seen.add(h.host)
+            out.append(_address_rr(qname, h.host, h.ttl))
+    return out, chase
+
+
+def _services(view: View, qname: str, zone: str, qtype: int) -> list[Hit]:
+    """CoreDNS's Kubernetes.Services(): the special names, then Records()."""
+    lname, lzone = qname.lower(), zone.lower()
+    if lname == "ns.dns." + lzone if lzone != "." else lname == "ns.dns.":
+        return [Hit(ip, 0, qname, view.opts.ttl) for ip in view.ns_addrs]
+    hits = view.records(qname, zone)
+    if qtype == dns.SRV:
+        hits = [h for h in hits if h.kind != dns.CNAME]
+    return hits
+
+
+def _srv(view: View, qname: str, zone: str) -> tuple[list, list]:
+    hits = _services(view, qname, zone, dns.SRV)
+    total = 100 * len(hits) or 1
+    records, extra = [], []
+    seen_srv: set[tuple[str, int]] = set()
+    seen_addr: set[tuple[str, str]] = set()
+    for h in hits:
+        if h.port < 0:
+            continue
+        weight = max(1, int(100.0 / total * 100))
+        if (h.target.lower(), h.port) not in seen_srv:
+            seen_srv.add((h.target.lower(), h.port))
+            records.append(_rr(qname, dns.SRV, h.ttl, dns.Record_SRV(0, weight, h.port, _name(h.target), h.ttl)))
+        if (h.target.lower(), h.host) not in seen_addr:
+            seen_addr.add((h.target.lower(), h.host))
+            extra.append(_address_rr(h.target, h.host, h.ttl))
+    return records, extra
+
+
+def _ptr(view: View, qname: str) -> list:
+    ip = _reverse_address(qname.lower())
+    if ip is None:
+        raise NameError_()
+    ttl = view.opts.ttl
+    zone = view.primary_zone()
+    for svc in view.store.services_by_ip.get(ip, {}).values():
+        if view.opts.namespaces and svc.namespace not in view.opts.namespaces:
+            continue
+        return [_rr(qname, dns.PTR, ttl, dns.Record_PTR(_name(f"{svc.name}.{svc.namespace}.svc.{zone}"), ttl))]
+    out = []
+    for sl in view.store.slices_by_ip.get(ip, {}).values():
+        if view.opts.namespaces and sl.namespace not in view.opts.namespaces:
+            continue
+        for ep in sl.endpoints:
+            if not ep.ready or ip not in ep.addresses:
+                continue
+            host = endpoint_hostname(ep, ip, view.opts.endpoint_pod_names)
+            out.append(_rr(qname, dns.PTR, ttl, dns.Record_PTR(_name(f"{host}.{sl.service}.{sl.namespace}.svc.{zone}"), ttl)))
+    if not out:
+        raise NameError_()
+    return out
+
+
+def _reverse_address(name: str) -> str | None:
+    if name.endswith(".in-addr.arpa."):
+        parts = name[: -len(".in-addr.arpa.")].split(".")
+        if len(parts) != 4:
+            return None
+        try:
+            return str(ipaddress.IPv4Address(".".join(reversed(parts))))
+        except ValueError:
+            return None
+    if name.endswith(".ip6.arpa."):
+        nibbles = name[: -len(".ip6.arpa.")].split(".")
+        if len(nibbles) != 32 or any(len(n) != 1 for n in nibbles):
+            return None
+        try:
+            return str(ipaddress.IPv6Address(int("".join(reversed(nibbles)), 16)))
+        except ValueError:
+            return None
+    return None
+
+
+def answer(view: View, qname: str, zone: str, qtype: int) -> Answer:
+    """The stanza's answer for ``qname`` (query spelling) in ``zone`` (query spelling)."""
+    lname, lzone = qname.lower(), zone.lower()
+    try:
+        if qtype in (dns.AXFR, dns.IXFR):
+            return Answer(refused=True)
+        if qtype in (dns.A, dns.AAAA):
+            hits = _apex_or_services(view, qname, zone, qtype)
+            recs, chase = _addresses(view, qname, zone, qtype, hits)
+            return Answer(tuple(recs), chase=tuple(chase))
+        if qtype == dns.SRV:
+            recs, extra = _srv(view, qname, zone)
+            return Answer(tuple(recs), tuple(extra))
+        if qtype == dns.TXT:
+            rel = strip_zone(lname, lzone)
+            if rel == "dns-version":
+                ttl = 28800
+                return Answer((_rr(qname, dns.TXT, ttl, dns.Record_TXT(DNS_SCHEMA_VERSION.encode(), ttl=ttl)),))
+            if view.records(qname, zone):
+                return Answer()
+            raise NameError_()
+        if qtype == dns.PTR:
+            return Answer(tuple(_ptr(view, qname)))
+        if qtype == dns.SOA and lname == lzone:
+            return Answer((soa(zone, view.opts.ttl, int(view.store.last_modified)),))
+        if qtype == dns.NS and lname == lzone:
+            ns_name = f"ns.dns.{zone}" if zone != "." else "ns.dns."
+            recs = (_rr(qname, dns.NS, view.opts.ttl, dns.Record_NS(_name(ns_name), view.opts.ttl)),)
+            extra = tuple(_address_rr(ns_name, ip, view.opts.ttl) for ip in view.ns_addrs)
+            return Answer(recs, extra)
+        if qtype == dns.CNAME:
+            hits = _apex_or_services(view, qname, zone, qtype)
+            recs = [_rr(qname, dns.CNAME, h.ttl, dns.Record_CNAME(_name(h.host), h.ttl)) for h in hits if h.kind == dns.CNAME]
+            return Answer(tuple(recs))
+        # Any other type: a fake A lookup decides NODATA versus NXDOMAIN.
+        _apex_or_services(view, qname, zone, dns.A)
+        return Answer()
+    except NameError_:
+        return Answer(name_error=True)
+
+
+def _apex_or_services(view: View, qname: str, zone: str, qtype: int) -> list[Hit]:
+    if qname.lower() == zone.lower():
+        return []  # the apex has no A of its own: NODATA
+    return _services(view, qname, zone, qtype)
+
+
+def negative_soa(view: View, zone: str) -> dns.RRHeader:
+    return soa(zone, view.opts.ttl, int(view.store.last_modified))

@@ -1,0 +1,94 @@
+"""One ``kubernetai`` stanza at run time: options, store, what feeds it, its resolver."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import attrs
+from twisted.application.service import MultiService
+from twisted.internet import defer
+
+from kubernetai.kubeapi import ApiClient
+from kubernetai.kubeconfig import Connection
+from kubernetai.options import KubernetesOptions
+from kubernetai.resolver import KubernetesResolver
+from kubernetai.store import ClusterStore
+from kubernetai.watch import ResourceSpec, Watcher
+
+__all__ = ["resource_specs", "Stanza"]
+
+
+def resource_specs(opts: KubernetesOptions) -> list[ResourceSpec]:
+    """What a stanza watches; namespaces and label selectors applied server-side."""
+    selector = str(opts.labels)
+    namespaces = opts.namespaces or ("",)
+    specs = [ResourceSpec("Service", "/api/v1", "services", ns, selector) for ns in namespaces]
+    if not opts.noendpoints:
+        specs += [ResourceSpec("EndpointSlice", "/apis/discovery.k8s.io/v1", "endpointslices", ns, selector) for ns in namespaces]
+    if opts.pods == "verified":
+        specs += [ResourceSpec("Pod", "/api/v1", "pods", ns) for ns in namespaces]
+    # Namespaces are always watched: a name exists only in an existing
+    # namespace (CoreDNS's namespaceExposed), and namespace_labels filters them.
+    specs.append(ResourceSpec("Namespace", "/api/v1", "namespaces", "", str(opts.namespace_labels)))
+    if opts.multicluster:
+        specs += [ResourceSpec("ServiceImport", "/apis/multicluster.x-k8s.io/v1alpha1", "serviceimports", ns) for ns in namespaces]
+    return specs
+
+
+@attrs.define(eq=False)
+class Stanza:
+    """Holds one cluster's data and answers for its zones."""
+
+    opts: KubernetesOptions
+    store: ClusterStore
+    resolver: KubernetesResolver
+    feeders: MultiService
+    connection: Connection | None = None
+    _waiters: list = attrs.Factory(list)
+
+    @classmethod
+    def from_api(cls, opts: KubernetesOptions, conn: Connection, reactor: Any, ns_addrs: Sequence[str] = (), http: Any = None) -> "Stanza":
+        store = ClusterStore(clock=reactor.seconds)
+        api = ApiClient(conn, reactor, http=http, qps=opts.apiserver_qps, burst=opts.apiserver_burst, max_inflight=opts.apiserver_max_inflight)
+        feeders = MultiService()
+        for spec in resource_specs(opts):
+            Watcher(spec, api, store, reactor, cluster=opts.name()).setServiceParent(feeders)
+        return cls(opts, store, KubernetesResolver(opts, store, ns_addrs), feeders, conn)
+
+    @property
+    def synced(self) -> bool:
+        return self.store.synced
+
+    def wait_synced(self, reactor: Any) -> defer.Deferred:
+        """Fires True once synced, or False after ``startup_timeout``."""
+        d: defer.Deferred = defer.Deferred()
+        if self.store.synced:
+            d.callback(True)
+            return d
+        deadline = reactor.seconds() + self.opts.startup_timeout
+
+        def check() -> None:
+            if d.called:
+                return
+            if self.store.synced:
+                d.callback(True)
+            elif reactor.seconds() >= deadline:
+                d.callback(False)
+            else:
+                reactor.callLater(0.02, check)
+
+        reactor.callLater(0, check)
+        return d
+
+    def status(self) -> dict:
+        watchers = [w for w in self.feeders if isinstance(w, Watcher)]
+        return {
+            "zones": list(self.opts.zones),
+            "cluster": self.opts.connection_name(),
+            "synced": self.store.synced,
+            "connected": bool(watchers) and all(w.state == "watching" for w in watchers),
+            "last_sync": self.store.last_sync,
+            "generation": self.store.generation,
+            "objects": self.store.counts(),
+            "watches": {w.spec.describe(): w.state for w in watchers},
+        }
