@@ -296,3 +296,19 @@ def test_in_cluster(tmp_path, monkeypatch):
 def test_bad_endpoint_scheme():
     with pytest.raises(ConfigError, match="must start with http"):
         connection_for(opts(endpoint="ftp://x"), reactor)
+
+
+def test_tls_policy_rereads_rotated_files(tmp_path, pki):
+    from kubernetai.kubeconfig import ClusterTLSPolicy, TLSFiles
+
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(pki["ca"].pem)
+    cert, key = pki["client"].write(tmp_path, "client")
+    policy = ClusterTLSPolicy(TLSFiles(str(ca), str(cert), str(key)))
+    policy.creatorForNetloc(b"127.0.0.1", 6443)
+    first = {p: v[0] for p, v in policy._cache.items()}
+    other = pki["ca"].issue("kubernetai-rotated", client=True)
+    other.write(tmp_path, "client")
+    ca.write_bytes(CA("rotated-ca").pem + pki["ca"].pem)
+    policy.creatorForNetloc(b"127.0.0.1", 6443)
+    assert all(policy._cache[p][0] != first[p] for p in first)  # every file re-read
