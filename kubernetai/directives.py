@@ -15,14 +15,14 @@ from typing import Mapping
 from twisted.logger import Logger
 
 from kubernetai.plugin import Setup
-from kubernetai.plugins import bind, errors, forward, health, hosts, kubernetai, log, ready
+from kubernetai.plugins import bind, errors, forward, health, hosts, kubernetai, log, ready, whoami
 
 __all__ = ["ENTRY_POINT_GROUP", "ORDER", "BUILTIN", "registry", "order_of"]
 
 ENTRY_POINT_GROUP = "kubernetai.directives"
 
 # The subset of CoreDNS's plugin.cfg order that we implement.
-ORDER = ["bind", "ready", "health", "errors", "log", "hosts", "kubernetai", "forward"]
+ORDER = ["bind", "ready", "health", "errors", "log", "hosts", "kubernetai", "forward", "whoami"]
 
 BUILTIN: dict[str, Setup] = {
     "bind": bind.setup,
@@ -33,6 +33,7 @@ BUILTIN: dict[str, Setup] = {
     "hosts": hosts.setup,
     "kubernetai": kubernetai.setup,
     "forward": forward.setup,
+    "whoami": whoami.setup,
 }
 
 _log = Logger()
@@ -56,4 +57,4 @@ def order_of(name: str, directives: Mapping[str, Setup]) -> float:
     """Sort key: built-ins by ORDER, third-party ones just before ``forward``."""
     if name in ORDER:
         return ORDER.index(name)
-    return ORDER.index("forward") - 0.5
+    return ORDER.index("forward") - 0.5  # third-party resolvers: just before forward

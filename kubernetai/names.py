@@ -54,6 +54,8 @@ def _strip_underscore(label: str) -> str:
 
 def parse_request(qname: str, zone: str, multicluster: bool = False, zonal: bool = False) -> RecordRequest:
     """Parse a lower-cased query name in ``zone``; raises InvalidRequest."""
+    if zone != "." and qname != zone and not qname.endswith("." + zone):
+        raise InvalidRequest(f"{qname} is not in zone {zone}")
     base = strip_zone(qname, zone)
     if base in ("", "svc", "pod"):
         return RecordRequest()

@@ -83,7 +83,8 @@ class EndpointSlice:
     address_type: str
     endpoints: tuple[Endpoint, ...]
     ports: tuple[Port, ...]
-    cluster: str = ""  # MCS source cluster, for multicluster slices
+    mcs: bool = False  # owned by a ServiceImport (multicluster.kubernetes.io/service-name)
+    cluster: str = ""  # MCS source cluster label, if any
 
     @property
     def key(self) -> tuple[str, str]:
@@ -166,7 +167,8 @@ def service(obj: Mapping[str, Any]) -> Service:
 def endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
     ns, name, meta = _meta(obj)
     labels = meta.get("labels") or {}
-    owner = labels.get(SERVICE_NAME_LABEL) or labels.get(MCS_SERVICE_NAME_LABEL) or ""
+    mcs = SERVICE_NAME_LABEL not in labels and MCS_SERVICE_NAME_LABEL in labels
+    owner = labels.get(MCS_SERVICE_NAME_LABEL if mcs else SERVICE_NAME_LABEL) or ""
     endpoints = []
     for ep in obj.get("endpoints") or ():
         conditions = ep.get("conditions") or {}
@@ -189,6 +191,7 @@ def endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
         _intern(obj.get("addressType") or "IPv4"),
         tuple(endpoints),
         _ports(obj.get("ports")),
+        mcs,
         _intern(labels.get(MCS_CLUSTER_LABEL) or ""),
     )
 

@@ -60,8 +60,10 @@ class Reply(Exception):
         authority: Sequence[dns.RRHeader] = (),
         additional: Sequence[dns.RRHeader] = (),
         authoritative: bool = False,
+        reason: str = "",
     ) -> None:
-        super().__init__(dns.Message(rCode=rcode).rCode)
+        super().__init__(reason or rcode)
+        self.reason = reason
         self.rcode = rcode
         self.answers = list(answers)
         self.authority = list(authority)

@@ -67,7 +67,13 @@ def endpoint_hostname(ep: Endpoint, address: str, pod_names: bool) -> str:
         return ep.pod
     if "." in address:
         return address.replace(".", "-")
-    return address.replace(":", "-")
+    label = address.replace(":", "-")
+    # "2001:db8::" would end (or "::1" start) with a dash: pad with 0 as CoreDNS.
+    if label.endswith("-"):
+        label += "0"
+    if label.startswith("-"):
+        label = "0" + label
+    return label
 
 
 def _name(name: str) -> str:
@@ -90,7 +96,35 @@ class View:
 
     store: ClusterStore
     opts: KubernetesOptions
-    ns_addrs: Sequence[str] = ()
+    local_ips: Sequence[str] = ()
+
+    def ns_addrs(self, zone: str) -> list[tuple[str, str]]:
+        """(name, address) of our own NS, as CoreDNS's nsAddrs.
+
+        The Services whose endpoints hold one of our addresses name us
+        (cluster IPs of a ClusterIP Service, endpoint names of a headless
+        one); failing that, ``ns.dns.<zone>`` with our own addresses.
+        """
+        out: list[tuple[str, str]] = []
+        found = False
+        for ip in self.local_ips:
+            for sl in self.store.slices_by_ip.get(ip, {}).values():
+                found = True
+                svc = self.store.service(sl.namespace, sl.service)
+                if svc is None:
+                    continue
+                base = f"{svc.name}.{svc.namespace}.svc.{zone}"
+                if svc.headless:
+                    for ep in sl.endpoints:
+                        if ep.ready:
+                            for addr in ep.addresses:
+                                out.append((f"{endpoint_hostname(ep, addr, self.opts.endpoint_pod_names)}.{base}", addr))
+                else:
+                    out.extend((base, cip) for cip in svc.cluster_ips)
+        if not found:
+            name = f"ns.dns.{zone}" if zone != "." else "ns.dns."
+            out = [(name, ip) for ip in self.local_ips]
+        return out
 
     # ------------------------------------------------------------ existence
     def namespace_exposed(self, namespace: str) -> bool:
@@ -238,11 +272,13 @@ class View:
                         host = endpoint_hostname(ep, addr, self.opts.endpoint_pod_names)
                         if r.endpoint and (r.endpoint != host or r.cluster != sl.cluster):
                             continue
-                        for p in sl.ports:
-                            if not _port_match(r, p.name, p.protocol):
+                        for p in sl.ports or (None,):
+                            if p is None and r.is_srv_form:
+                                continue
+                            if p is not None and not _port_match(r, p.name, p.protocol):
                                 continue
                             found = True
-                            hits.append(Hit(addr, p.port, f"{host}.{sl.cluster}.{base}", ttl))
+                            hits.append(Hit(addr, p.port if p else -1, f"{host}.{sl.cluster}.{base}", ttl))
         else:
             for p in imp.ports:
                 if not _port_match(r, p.name, p.protocol):
@@ -316,8 +352,8 @@ def _addresses(view: View, qname: str, zone: str, qtype: int, hits: Sequence[Hit
 def _services(view: View, qname: str, zone: str, qtype: int) -> list[Hit]:
     """CoreDNS's Kubernetes.Services(): the special names, then Records()."""
     lname, lzone = qname.lower(), zone.lower()
-    if lname == "ns.dns." + lzone if lzone != "." else lname == "ns.dns.":
-        return [Hit(ip, 0, qname, view.opts.ttl) for ip in view.ns_addrs]
+    if lname == ("ns.dns." + lzone if lzone != "." else "ns.dns."):
+        return [Hit(ip, 0, qname, view.opts.ttl) for _, ip in view.ns_addrs(zone)]
     hits = view.records(qname, zone)
     if qtype == dns.SRV:
         hits = [h for h in hits if h.kind != dns.CNAME]
@@ -343,10 +379,11 @@ def _srv(view: View, qname: str, zone: str) -> tuple[list, list]:
     return records, extra
 
 
-def _ptr(view: View, qname: str) -> list:
+def _ptr(view: View, qname: str, zone: str) -> list:
     ip = _reverse_address(qname.lower())
     if ip is None:
-        raise NameError_()
+        view.records(qname, zone)  # a forward name: NODATA if it exists
+        return []
     ttl = view.opts.ttl
     zone = view.primary_zone()
     for svc in view.store.services_by_ip.get(ip, {}).values():
@@ -405,18 +442,23 @@ def answer(view: View, qname: str, zone: str, qtype: int) -> Answer:
             if rel == "dns-version":
                 ttl = 28800
                 return Answer((_rr(qname, dns.TXT, ttl, dns.Record_TXT(DNS_SCHEMA_VERSION.encode(), ttl=ttl)),))
-            if view.records(qname, zone):
+            # An existing name (even a zonal one with no endpoints) is NODATA.
+            if view.records(qname, zone) or _exists_empty(view, qname, zone):
                 return Answer()
             raise NameError_()
         if qtype == dns.PTR:
-            return Answer(tuple(_ptr(view, qname)))
+            return Answer(tuple(_ptr(view, qname, zone)))
         if qtype == dns.SOA and lname == lzone:
             return Answer((soa(zone, view.opts.ttl, int(view.store.last_modified)),))
         if qtype == dns.NS and lname == lzone:
-            ns_name = f"ns.dns.{zone}" if zone != "." else "ns.dns."
-            recs = (_rr(qname, dns.NS, view.opts.ttl, dns.Record_NS(_name(ns_name), view.opts.ttl)),)
-            extra = tuple(_address_rr(ns_name, ip, view.opts.ttl) for ip in view.ns_addrs)
-            return Answer(recs, extra)
+            ttl = view.opts.ttl
+            recs, extra, seen = [], [], set()
+            for name, ip in view.ns_addrs(zone):
+                extra.append(_address_rr(name, ip, ttl))
+                if name not in seen:
+                    seen.add(name)
+                    recs.append(_rr(qname, dns.NS, ttl, dns.Record_NS(_name(name), ttl)))
+            return Answer(tuple(recs), tuple(extra))
         if qtype == dns.CNAME:
             hits = _apex_or_services(view, qname, zone, qtype)
             recs = [_rr(qname, dns.CNAME, h.ttl, dns.Record_CNAME(_name(h.host), h.ttl)) for h in hits if h.kind == dns.CNAME]
@@ -426,6 +468,15 @@ def answer(view: View, qname: str, zone: str, qtype: int) -> Answer:
         return Answer()
     except NameError_:
         return Answer(name_error=True)
+
+
+def _exists_empty(view: View, qname: str, zone: str) -> bool:
+    """A zonal name whose service exists but has no endpoint in that zone."""
+    try:
+        r = parse_request(qname.lower(), zone.lower(), view.is_multicluster(zone), view.opts.zonal)
+    except InvalidRequest:
+        return False
+    return bool(r.zone) and view.store.service(r.namespace, r.service) is not None
 
 
 def _apex_or_services(view: View, qname: str, zone: str, qtype: int) -> list[Hit]:

@@ -29,11 +29,11 @@ MAX_CHASE = 8
 class KubernetesResolver(common.ResolverBase):
     """The IResolver of one ``kubernetai`` stanza."""
 
-    def __init__(self, opts: KubernetesOptions, store: ClusterStore, ns_addrs: Sequence[str] = ()) -> None:
+    def __init__(self, opts: KubernetesOptions, store: ClusterStore, local_ips: Sequence[str] = ()) -> None:
         common.ResolverBase.__init__(self)
         self.opts = opts
         self.store = store
-        self.view = View(store, opts, tuple(ns_addrs))
+        self.view = View(store, opts, tuple(local_ips))
         # The server block's whole chain, to complete CNAMEs to names outside
         # our zones (CoreDNS's upstream); set once the block is built.
         self.upstream: Any = None
@@ -57,7 +57,8 @@ class KubernetesResolver(common.ResolverBase):
             if self.opts.fallthrough.through(qname.lower()):
                 return defer.fail(outcome.FallthroughNXDomain(name, authority))
             if not self.store.synced:
-                return defer.fail(outcome.ServerFailure(f"{self.opts.name()}: not synced with its cluster yet"))
+                reason = f"{self.opts.name()}: not synced with its cluster yet"
+                return defer.fail(outcome.Reply(dns.ESERVER, authority=authority, authoritative=True, reason=reason))
             return defer.fail(outcome.NXDomain(name, authority))
         if not ans.answers:
             return defer.succeed(([], authority, []))

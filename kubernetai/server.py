@@ -9,6 +9,7 @@ server blocks can share one port, routed by their zones.
 
 from __future__ import annotations
 
+import contextvars
 import time
 from typing import Callable, Sequence
 
@@ -30,6 +31,10 @@ from kubernetai.zones import match_zone, normalize
 __all__ = ["Block", "QueryEvent", "KubeDNSServerFactory", "DNSDatagramServerProtocol", "DNSStreamServerProtocol"]
 
 log = Logger()
+
+# The client of the query being resolved, for plugins that answer by who asks
+# (whoami, autopath).  Set around the synchronous start of the chain.
+client_address: contextvars.ContextVar[tuple] = contextvars.ContextVar("client_address", default=("", 0))
 
 RCODE_NAMES = {
     dns.OK: "NOERROR",
@@ -107,7 +112,8 @@ def _classify(result: object) -> _Answer:
         return _Answer(dns.OK, aa, answers, authority, additional)
     exc = result.value
     if isinstance(exc, outcome.Reply):
-        return _Answer(exc.rcode, exc.authoritative, exc.answers, exc.authority, exc.additional)
+        why = Failure(outcome.ServerFailure(exc.reason)) if exc.reason else None
+        return _Answer(exc.rcode, exc.authoritative, exc.answers, exc.authority, exc.additional, why)
     if isinstance(exc, (outcome.NXDomain, outcome.FallthroughNXDomain)):
         return _Answer(dns.ENAME, True, (), exc.authority)
     if isinstance(exc, AuthoritativeDomainError):
@@ -216,7 +222,11 @@ class KubeDNSServerFactory(DNSServerFactory):
             out, _ = self._encode(req, _Answer(dns.EREFUSED), proto, False)
             return defer.succeed(out)
         query = dns.Query(req.question.name.name, req.question.type, req.question.cls)
-        d = defer.maybeDeferred(block.resolver.query, query)
+        token = client_address.set(address or ("", 0))
+        try:
+            d = defer.maybeDeferred(block.resolver.query, query)
+        finally:
+            client_address.reset(token)
         d.addBoth(self._respond, req, block, address, proto, start)
         return d
 

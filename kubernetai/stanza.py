@@ -47,13 +47,13 @@ class Stanza:
     _waiters: list = attrs.Factory(list)
 
     @classmethod
-    def from_api(cls, opts: KubernetesOptions, conn: Connection, reactor: Any, ns_addrs: Sequence[str] = (), http: Any = None) -> "Stanza":
+    def from_api(cls, opts: KubernetesOptions, conn: Connection, reactor: Any, local_ips: Sequence[str] = (), http: Any = None) -> "Stanza":
         store = ClusterStore(clock=reactor.seconds)
         api = ApiClient(conn, reactor, http=http, qps=opts.apiserver_qps, burst=opts.apiserver_burst, max_inflight=opts.apiserver_max_inflight)
         feeders = MultiService()
         for spec in resource_specs(opts):
             Watcher(spec, api, store, reactor, cluster=opts.name()).setServiceParent(feeders)
-        return cls(opts, store, KubernetesResolver(opts, store, ns_addrs), feeders, conn)
+        return cls(opts, store, KubernetesResolver(opts, store, local_ips), feeders, conn)
 
     @property
     def synced(self) -> bool:

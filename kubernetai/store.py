@@ -126,7 +126,7 @@ class ClusterStore:
 
     def _index(self, kind: str, obj: Any) -> None:
         if kind == "EndpointSlice":
-            by = self.mcs_slices_by_service if obj.cluster else self.slices_by_service
+            by = self.mcs_slices_by_service if obj.mcs else self.slices_by_service
             if obj.service:
                 by.setdefault((obj.namespace, obj.service), {})[obj.name] = obj
             for ep in obj.endpoints:
@@ -142,7 +142,7 @@ class ClusterStore:
 
     def _unindex(self, kind: str, obj: Any) -> None:
         if kind == "EndpointSlice":
-            by = self.mcs_slices_by_service if obj.cluster else self.slices_by_service
+            by = self.mcs_slices_by_service if obj.mcs else self.slices_by_service
             _discard(by, (obj.namespace, obj.service), obj.name)
             for ep in obj.endpoints:
                 for ip in ep.addresses:

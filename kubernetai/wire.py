@@ -124,6 +124,23 @@ class _Compression(dict):
             super().__setitem__(name, offset)
 
 
+def _remember_target(comp: "_Compression", target: bytes, end: int) -> None:
+    """Let later names point into an SRV target written uncompressed.
+
+    RFC 2782 forbids compressing the target itself, but nothing forbids
+    other names pointing at it (miekg/dns, hence CoreDNS, does).  Without
+    this, the SRV glue alone overflows a 512-byte answer.
+    """
+    labels = [label for label in target.split(b".") if label]
+    size = sum(len(label) + 1 for label in labels) + 1
+    offset = end - size + HEADER.size
+    for i in range(len(labels)):
+        suffix = b".".join(labels[i:])
+        if suffix not in comp:
+            comp[suffix] = offset
+        offset += len(labels[i]) + 1
+
+
 def _opt_bytes(rcode: int, dnssec_ok: bool) -> bytes:
     opt = dns._OPTHeader(
         udpPayloadSize=EDNS_PAYLOAD,
@@ -180,6 +197,8 @@ def encode_response(
                 truncated = index < 2
                 break
             counts[index] += 1
+            if rr.type == dns.SRV:
+                _remember_target(comp, rr.payload.target.name, body.tell())
         else:
             continue
         break

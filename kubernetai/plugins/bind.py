@@ -36,6 +36,16 @@ def interface_addresses(name: str) -> list[str]:
     return found
 
 
+def local_addresses() -> tuple[str, ...]:
+    """Every non-loopback address of this host's interfaces."""
+    out: list[str] = []
+    for _, name in socket.if_nameindex():
+        for addr in interface_addresses(name):
+            if not ipaddress.ip_address(addr).is_loopback and addr not in out:
+                out.append(addr)
+    return tuple(out)
+
+
 def resolve(d: Directive, item: str) -> list[str]:
     try:
         return [str(ipaddress.ip_address(item))]

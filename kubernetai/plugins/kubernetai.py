@@ -12,6 +12,7 @@ from kubernetai.corefile import Directive
 from kubernetai.kubeconfig import ConfigError, connection_for
 from kubernetai.options import parse_options
 from kubernetai.plugin import SetupContext
+from kubernetai.plugins.bind import local_addresses
 from kubernetai.resolver import KubernetesResolver
 from kubernetai.stanza import Stanza
 
@@ -22,7 +23,9 @@ def setup(d: Directive, ctx: SetupContext) -> KubernetesResolver:
         conn = connection_for(opts, ctx.reactor)
     except ConfigError as e:
         raise d.error(str(e)) from None
-    stanza = Stanza.from_api(opts, conn, ctx.reactor, ns_addrs=ctx.bind)
+    # Our own addresses (NS records and their glue): the bound ones, else the
+    # host's non-loopback ones, as CoreDNS.
+    stanza = Stanza.from_api(opts, conn, ctx.reactor, local_ips=tuple(ctx.bind) or local_addresses())
     ctx.server.add_service(stanza.feeders)
     ctx.server.readiness.add(opts.name(), lambda: stanza.synced)
     ctx.server.status[opts.name()] = stanza.status
