@@ -97,6 +97,8 @@ def _build_block(
     block = Block(zones, chain(resolvers), ctx.observers, ctx.recursive, label=", ".join(sb.keys))
     for user in ctx.chain_users:
         user.upstream = block.resolver
+    for hook in ctx.chain_hooks:
+        hook(block.resolver)
     return BlockPlan(
         sb.keys, zones, port, tuple(ctx.bind), tuple(d.name for d in ordered), block, sb.file, sb.line
     )

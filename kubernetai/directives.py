@@ -15,14 +15,14 @@ from typing import Mapping
 from twisted.logger import Logger
 
 from kubernetai.plugin import Setup
-from kubernetai.plugins import bind, errors, forward, health, hosts, kubernetai, log, ready, whoami
+from kubernetai.plugins import autopath, bind, errors, forward, health, hosts, kubernetai, log, ready, transfer, whoami
 
 __all__ = ["ENTRY_POINT_GROUP", "ORDER", "BUILTIN", "registry", "order_of"]
 
 ENTRY_POINT_GROUP = "kubernetai.directives"
 
 # The subset of CoreDNS's plugin.cfg order that we implement.
-ORDER = ["bind", "ready", "health", "errors", "log", "hosts", "kubernetai", "forward", "whoami"]
+ORDER = ["bind", "ready", "health", "errors", "log", "autopath", "transfer", "hosts", "kubernetai", "forward", "whoami"]
 
 BUILTIN: dict[str, Setup] = {
     "bind": bind.setup,
@@ -34,6 +34,8 @@ BUILTIN: dict[str, Setup] = {
     "kubernetai": kubernetai.setup,
     "forward": forward.setup,
     "whoami": whoami.setup,
+    "transfer": transfer.setup,
+    "autopath": autopath.setup,
 }
 
 _log = Logger()

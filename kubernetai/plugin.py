@@ -84,6 +84,8 @@ class SetupContext:
     seen: set[str] = attrs.Factory(set)
     # Resolvers that want the finished block chain as their ``upstream``.
     chain_users: list[Any] = attrs.Factory(list)
+    # Callables run with the finished block chain.
+    chain_hooks: list[Any] = attrs.Factory(list)
 
     @property
     def reactor(self) -> IReactorCore:

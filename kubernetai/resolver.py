@@ -67,6 +67,12 @@ class KubernetesResolver(common.ResolverBase):
             return self._chase(result, ans.chase, type)
         return defer.succeed(result)
 
+    def transfer(self, zone: str, serial: int | None = None) -> list | None:
+        """AXFR records of ``zone`` (as the query spells it), or None if not ours."""
+        from kubernetai.xfr import transfer
+
+        return transfer(self.view, zone, serial)
+
     @defer.inlineCallbacks
     def _chase(self, result: tuple, targets: Sequence[str], type: int) -> Any:
         """Complete CNAMEs to outside names through the rest of the server's chain."""

@@ -32,9 +32,19 @@ __all__ = ["Block", "QueryEvent", "KubeDNSServerFactory", "DNSDatagramServerProt
 
 log = Logger()
 
-# The client of the query being resolved, for plugins that answer by who asks
-# (whoami, autopath).  Set around the synchronous start of the chain.
-client_address: contextvars.ContextVar[tuple] = contextvars.ContextVar("client_address", default=("", 0))
+@attrs.frozen
+class RequestInfo:
+    """Who asked and how, for plugins that answer by it (whoami, transfer, autopath)."""
+
+    host: str = ""
+    port: int = 0
+    proto: str = "udp"
+    ixfr_serial: int | None = None
+
+
+# Set around the synchronous start of the chain: a resolver sees it when the
+# resolvers before it declined synchronously (as every built-in one does).
+request_info: contextvars.ContextVar[RequestInfo] = contextvars.ContextVar("request_info", default=RequestInfo())
 
 RCODE_NAMES = {
     dns.OK: "NOERROR",
@@ -222,11 +232,12 @@ class KubeDNSServerFactory(DNSServerFactory):
             out, _ = self._encode(req, _Answer(dns.EREFUSED), proto, False)
             return defer.succeed(out)
         query = dns.Query(req.question.name.name, req.question.type, req.question.cls)
-        token = client_address.set(address or ("", 0))
+        host, port = (address[0], address[1]) if address else ("", 0)
+        token = request_info.set(RequestInfo(host, port, proto, req.ixfr_serial))
         try:
             d = defer.maybeDeferred(block.resolver.query, query)
         finally:
-            client_address.reset(token)
+            request_info.reset(token)
         d.addBoth(self._respond, req, block, address, proto, start)
         return d
 
@@ -248,15 +259,36 @@ class KubeDNSServerFactory(DNSServerFactory):
             max_size=limit,
         )
 
-    def _respond(self, result: object, req: wire.Request, block: Block, address: tuple, proto: str, start: float) -> bytes | None:
+    def _respond(self, result: object, req: wire.Request, block: Block, address: tuple, proto: str, start: float) -> bytes | list[bytes] | None:
         try:
             ans = _classify(result)
+            if proto == "tcp" and ans.rcode == dns.OK and req.question.type in (dns.AXFR, dns.IXFR):
+                return self._transfer_messages(req, ans, block, address, start)
             out, truncated = self._encode(req, ans, proto, block.recursive)
         except Exception:
             ans = _Answer(dns.ESERVER, failure=Failure())
             out, truncated = self._encode(req, ans, proto, block.recursive)
         if block.observers:
             self._observe(block, req, ans, address, proto, out, truncated, start)
+        return out
+
+    def _transfer_messages(self, req: wire.Request, ans: _Answer, block: Block, address: tuple, start: float) -> list[bytes]:
+        """A zone transfer: as many TCP messages as the records need."""
+        records = list(ans.answers)
+        out: list[bytes] = []
+        step = 500
+        while records:
+            chunk = records[:step]
+            data, truncated = wire.encode_response(
+                id=req.id, rd=req.rd, aa=True, question=req.question, answers=chunk, max_size=65535
+            )
+            if truncated and step > 1:
+                step //= 2
+                continue
+            out.append(data)
+            records = records[len(chunk):]
+        if block.observers:
+            self._observe(block, req, ans, address, "tcp", b"".join(out), False, start)
         return out
 
     def _observe(self, block: Block, req: wire.Request, ans: _Answer, address: tuple, proto: str, out: bytes, truncated: bool, start: float) -> None:
@@ -317,8 +349,8 @@ class DNSDatagramServerProtocol(DatagramProtocol):
         d.addCallback(self._send, addr)
         d.addErrback(lambda f: log.failure("sending a UDP answer failed", f))
 
-    def _send(self, out: bytes | None, addr: tuple) -> None:
-        if out is not None and self.transport is not None:
+    def _send(self, out: bytes | list[bytes] | None, addr: tuple) -> None:
+        if out is not None and self.transport is not None and not isinstance(out, list):
             self.transport.write(out, addr)
 
 
@@ -356,14 +388,15 @@ class DNSStreamServerProtocol(Int16StringReceiver, TimeoutMixin):
         d.addCallback(self._send)
         d.addErrback(lambda f: log.failure("sending a TCP answer failed", f))
 
-    def _send(self, out: bytes | None) -> None:
+    def _send(self, out: bytes | list[bytes] | None) -> None:
         self.pending -= 1
         if self.transport is None or not self.connected:
             return
         if out is None:
             self.transport.loseConnection()
             return
-        self.sendString(out)
+        for message in out if isinstance(out, list) else [out]:
+            self.sendString(message)
         self.resetTimeout()
 
     def lengthLimitExceeded(self, length: int) -> None:

@@ -45,6 +45,7 @@ class Request:
     edns_version: int | None = None
     edns_payload: int = 512
     dnssec_ok: bool = False
+    ixfr_serial: int | None = None  # IXFR: the client's SOA serial (authority section)
 
     @property
     def has_edns(self) -> bool:
@@ -93,6 +94,10 @@ def parse_request(data: bytes) -> Request | Malformed | None:
         question = message.queries[0] if message.queries else None
         return Malformed(ident, opcode, rd, "message shorter than its counts", question)
     question = message.queries[0]
+    ixfr = None
+    if question.type == dns.IXFR:
+        soas = [rr for rr in message.authority if rr.type == dns.SOA]
+        ixfr = soas[0].payload.serial if soas else None
     opts = [rr for rr in message.additional if rr.type == OPT]
     if len(opts) > 1:
         return Malformed(ident, opcode, rd, "more than one OPT record", question)
@@ -108,8 +113,9 @@ def parse_request(data: bytes) -> Request | Malformed | None:
             edns_version=opt.version,
             edns_payload=opt.udpPayloadSize,
             dnssec_ok=bool(opt.dnssecOK),
+            ixfr_serial=ixfr,
         )
-    return Request(ident, opcode, rd, cd, question, len(data))
+    return Request(ident, opcode, rd, cd, question, len(data), ixfr_serial=ixfr)
 
 
 class _Compression(dict):

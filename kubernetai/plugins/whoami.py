@@ -14,13 +14,14 @@ from twisted.names import common, dns
 
 from kubernetai.corefile import Directive
 from kubernetai.plugin import SetupContext
-from kubernetai.server import client_address
+from kubernetai.server import request_info
 from kubernetai.values import arg_count, no_block
 
 
 class WhoamiResolver(common.ResolverBase):
     def _lookup(self, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
-        host, port = client_address.get()[:2]
+        info = request_info.get()
+        host, port = info.host, info.port
         extra = []
         try:
             ip = ipaddress.ip_address(host.split("%", 1)[0]) if host else None
@@ -31,7 +32,7 @@ class WhoamiResolver(common.ResolverBase):
                 extra.append(dns.RRHeader(name, dns.A, dns.IN, 0, dns.Record_A(str(ip), 0)))
             else:
                 extra.append(dns.RRHeader(name, dns.AAAA, dns.IN, 0, dns.Record_AAAA(str(ip), 0)))
-            srv_owner = b"_udp." + name if name else b"_udp"
+            srv_owner = f"_{info.proto}.".encode() + name if name else f"_{info.proto}".encode()
             extra.append(dns.RRHeader(srv_owner, dns.SRV, dns.IN, 0, dns.Record_SRV(0, 0, port, b"", 0)))
         return defer.succeed(([], [], extra))
 

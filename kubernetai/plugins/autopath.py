@@ -1,0 +1,157 @@
+"""``autopath [ZONES...] @kubernetai|RESOLV-CONF``: server-side search-path completion.
+
+As CoreDNS's autopath: when a query is the first name of the client's
+search path, the rest of the chain is asked for each search-path name in
+turn; the first answer that is not NXDOMAIN (or a server error) is returned,
+with a CNAME from the asked name to the found one.  If all fail, the answer
+to the original name is returned as it was.
+
+``@kubernetai`` builds the client's search path the way kubelet writes it
+(``<ns>.svc.<zone> svc.<zone> <zone>``) for every stanza's zones, later
+stanzas first, then the host's resolv.conf search list.  The client's
+namespace comes from its pod (by source IP, ``pods verified``) in
+*whichever* stanza knows that IP — kubernetai's own autopath gave up unless
+every stanza knew the client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.names import common, dns, resolve
+from twisted.python.failure import Failure
+
+from kubernetai import outcome
+from kubernetai.corefile import Directive
+from kubernetai.plugin import SetupContext
+from kubernetai.resolver import KubernetesResolver
+from kubernetai.server import request_info
+from kubernetai.values import arg_count, no_block, zone_args
+from kubernetai.zones import is_subdomain, match_zone, normalize
+
+RESOLV_CONF = "/etc/resolv.conf"
+
+
+def search_list(path: str) -> list[str]:
+    """The ``search`` domains of a resolv.conf file (missing file: none)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    out: list[str] = []
+    for line in lines:
+        parts = line.split("#", 1)[0].split()
+        if parts and parts[0] in ("search", "domain"):
+            out = [normalize(p) for p in parts[1:]]
+    return out
+
+
+class AutopathResolver(common.ResolverBase):
+    def __init__(self, zones: tuple[str, ...], static: list[str] | None, host_search: list[str]) -> None:
+        super().__init__()
+        self.zones = zones
+        self.static = static  # a fixed search path (RESOLV-CONF form), else @kubernetai
+        self.host_search = host_search
+        self.upstream: Any = None  # the block chain
+        self.next: Any = None  # the resolvers after us
+
+    def stanzas(self) -> list[KubernetesResolver]:
+        return [r for r in getattr(self.upstream, "resolvers", ()) if isinstance(r, KubernetesResolver)]
+
+    def search_path(self, qname: str, client: str) -> list[str]:
+        if self.static is not None:
+            return self.static + [""]
+        stanzas = self.stanzas()
+        if not any(match_zone(qname, s.opts.zones) for s in stanzas):
+            return []
+        namespace = None
+        for s in stanzas:
+            if s.opts.pods != "verified":
+                continue
+            for pod in s.store.pods_with_ip(client):
+                namespace = pod.namespace
+                break
+            if namespace:
+                break
+        if not namespace:
+            return []
+        path: list[str] = []
+        for s in stanzas:
+            for z in s.opts.zones:
+                if z == ".":
+                    search = [f"{namespace}.svc.", "svc.", "."]
+                else:
+                    search = [f"{namespace}.svc.{z}", f"svc.{z}", z]
+                path = search + path
+        return path + self.host_search + [""]
+
+    def _lookup(self, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
+        qname = name.decode("ascii", "replace") + "." if name else "."
+        lname = qname.lower()
+        if self.next is None or match_zone(lname, self.zones) is None:
+            return defer.fail(outcome.NotMine(name))
+        path = self.search_path(lname, request_info.get().host)
+        if not path or not (lname == path[0] or is_subdomain(lname, path[0])):
+            return defer.fail(outcome.NotMine(name))
+        base = qname[: len(qname) - len(path[0]) - 1] if lname != path[0] else ""
+        return self._walk(name, qname, base, path, cls, type, timeout)
+
+    @defer.inlineCallbacks
+    def _walk(self, name: bytes, qname: str, base: str, path: list[str], cls: int, type: int, timeout: object) -> Any:
+        first: Any = None
+        for i, suffix in enumerate(path):
+            new = f"{base}.{suffix}" if suffix else f"{base}."
+            new = new.replace("..", ".") if suffix == "." else new
+            try:
+                result = yield self.next.query(dns.Query(new.rstrip("."), type, cls), timeout)
+            except Exception:
+                result = Failure()
+            if i == 0:
+                first = result
+            if isinstance(result, Failure):
+                continue  # NXDOMAIN or a server error: try the next name
+            answers, authority, additional = result
+            return (_cnamer(answers, qname), authority, additional)
+        if isinstance(first, Failure):
+            first.raiseException()
+        return first
+
+
+def _cnamer(answers: list, original: str) -> list:
+    """Prepend ``original CNAME <found name>`` when the answer is for another name."""
+    want = original.rstrip(".").lower().encode()
+    for rr in answers:
+        if rr.name.name.lower() == want:
+            continue
+        cname = dns.RRHeader(original.rstrip("."), dns.CNAME, dns.IN, rr.ttl, dns.Record_CNAME(rr.name.name, rr.ttl), auth=rr.auth)
+        return [cname] + list(answers)
+    return list(answers)
+
+
+def setup(d: Directive, ctx: SetupContext) -> AutopathResolver:
+    ctx.once(d)
+    args = arg_count(d, 1)
+    no_block(d)
+    source = args[-1]
+    zones = zone_args(d, args[:-1]) or ctx.zones
+    if source.startswith("@"):
+        if source != "@kubernetai":
+            raise d.error(f"unknown plugin {source!r} for autopath (only @kubernetai)")
+        resolver = AutopathResolver(zones, None, search_list(RESOLV_CONF))
+    else:
+        import os
+
+        path = source if os.path.isabs(source) else os.path.join(os.path.dirname(os.path.abspath(d.file)), source)
+        if not os.path.exists(path):
+            raise d.error(f"cannot read {source}: no such file")
+        resolver = AutopathResolver(zones, search_list(path), [])
+
+    def attach(chain: Any) -> None:
+        resolvers = list(chain.resolvers)
+        resolver.next = resolve.ResolverChain(resolvers[resolvers.index(resolver) + 1 :])
+
+    ctx.chain_hooks.append(attach)
+    ctx.chain_users.append(resolver)
+    return resolver
