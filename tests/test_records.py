@@ -1,0 +1,168 @@
+"""records.answer(), table-driven over one store: every record kind of the spec."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.names import dns
+
+from kubernetai.objects import CONVERTERS
+from kubernetai.options import KubernetesOptions
+from kubernetai.records import View, answer
+from kubernetai.selectors import Selector
+from kubernetai.store import ClusterStore
+
+from .fakeapi import namespace, pod, service, slice_
+
+Z = "cluster.local."
+
+
+def store_with(objects) -> ClusterStore:
+    s = ClusterStore(clock=lambda: 1700000000.0)
+    for obj in objects:
+        s.apply("ADDED", obj["kind"], CONVERTERS[obj["kind"]](obj))
+    return s
+
+
+OBJECTS = [
+    namespace("ns"),
+    namespace("empty"),
+    service("web", "ns", ip=["10.96.0.10", "fd00::10"], ports=[("http", "TCP", 80), ("dns", "UDP", 53)]),
+    service("noport", "ns", ip="10.96.0.11", ports=[]),
+    service("head", "ns", ip=None, ports=[("http", "TCP", 8080)]),
+    slice_("head", ["10.1.0.1", "10.1.0.2"], "ns", hostnames=["alpha", None], ports=[("http", "TCP", 8080)]),
+    slice_("head", ["10.1.0.2", "10.1.0.3"], "ns", name="head-dup", ports=[("http", "TCP", 8080)]),  # 10.1.0.2 again
+    slice_("head", ["10.1.0.9"], "ns", name="head-unready", ready=False, ports=[("http", "TCP", 8080)]),
+    service("ext", "ns", type="ExternalName", external_name="example.org"),
+    service("lonely", "ns", ip="10.96.0.12", ports=[("http", "TCP", 80)]),
+    pod("p1", "10.244.0.5", "ns"),
+]
+
+
+def ask(qname, qtype, **opts):
+    opts.setdefault("zones", (Z,))
+    o = KubernetesOptions(**opts)
+    view = View(store_with(OBJECTS), o, ("192.0.2.53",))
+    zone = next(z for z in o.zones if qname.lower().endswith(z))
+    return answer(view, qname, qname[len(qname) - len(zone):], qtype)
+
+
+def texts(records):
+    out = []
+    for rr in records:
+        p = rr.payload
+        if rr.type == dns.A:
+            data = p.dottedQuad()
+        elif rr.type == dns.AAAA:
+            import socket
+
+            data = socket.inet_ntop(socket.AF_INET6, p.address)
+        elif rr.type == dns.SRV:
+            data = f"{p.priority} {p.weight} {p.port} {p.target.name.decode()}."
+        elif rr.type in (dns.CNAME, dns.PTR, dns.NS):
+            data = p.name.name.decode() + "."
+        elif rr.type == dns.TXT:
+            data = " ".join(x.decode() for x in p.data)
+        else:
+            data = ""
+        out.append(f"{rr.name.name.decode()}. {rr.ttl} {dns.QUERY_TYPES[rr.type]} {data}".strip())
+    return sorted(out)
+
+
+ROWS = [
+    # ClusterIP: A and AAAA for every cluster IP (dual stack)
+    ("web.ns.svc.cluster.local.", dns.A, {}, ["web.ns.svc.cluster.local. 5 A 10.96.0.10"]),
+    ("web.ns.svc.cluster.local.", dns.AAAA, {}, ["web.ns.svc.cluster.local. 5 AAAA fd00::10"]),
+    ("Web.NS.svc.Cluster.Local.", dns.A, {}, ["Web.NS.svc.Cluster.Local. 5 A 10.96.0.10"]),
+    # SRV for a named port (protocol lower-cased) and on the bare name
+    ("_dns._udp.web.ns.svc.cluster.local.", dns.SRV, {}, ["_dns._udp.web.ns.svc.cluster.local. 5 SRV 0 50 53 web.ns.svc.cluster.local."]),
+    ("web.ns.svc.cluster.local.", dns.SRV, {}, [
+        "web.ns.svc.cluster.local. 5 SRV 0 25 53 web.ns.svc.cluster.local.",
+        "web.ns.svc.cluster.local. 5 SRV 0 25 80 web.ns.svc.cluster.local.",
+    ]),
+    # Headless: ready endpoints only, duplicates across slices merged
+    ("head.ns.svc.cluster.local.", dns.A, {}, [
+        "head.ns.svc.cluster.local. 5 A 10.1.0.1",
+        "head.ns.svc.cluster.local. 5 A 10.1.0.2",
+        "head.ns.svc.cluster.local. 5 A 10.1.0.3",
+    ]),
+    ("alpha.head.ns.svc.cluster.local.", dns.A, {}, ["alpha.head.ns.svc.cluster.local. 5 A 10.1.0.1"]),
+    ("10-1-0-3.head.ns.svc.cluster.local.", dns.A, {}, ["10-1-0-3.head.ns.svc.cluster.local. 5 A 10.1.0.3"]),
+    ("10-1-0-9.head.ns.svc.cluster.local.", dns.A, {}, "NXDOMAIN"),  # not ready
+    ("_http._tcp.head.ns.svc.cluster.local.", dns.SRV, {}, [
+        "_http._tcp.head.ns.svc.cluster.local. 5 SRV 0 33 8080 10-1-0-2.head.ns.svc.cluster.local.",
+        "_http._tcp.head.ns.svc.cluster.local. 5 SRV 0 33 8080 10-1-0-3.head.ns.svc.cluster.local.",
+        "_http._tcp.head.ns.svc.cluster.local. 5 SRV 0 33 8080 alpha.head.ns.svc.cluster.local.",
+    ]),
+    # ExternalName: a CNAME, no SRV
+    ("ext.ns.svc.cluster.local.", dns.A, {}, ["ext.ns.svc.cluster.local. 5 CNAME example.org."]),
+    ("ext.ns.svc.cluster.local.", dns.CNAME, {}, ["ext.ns.svc.cluster.local. 5 CNAME example.org."]),
+    ("ext.ns.svc.cluster.local.", dns.SRV, {}, []),
+    # PTR for service IPs and endpoint IPs
+    ("10.0.96.10.in-addr.arpa.", dns.PTR, {"zones": (Z, "10.in-addr.arpa.")}, ["10.0.96.10.in-addr.arpa. 5 PTR web.ns.svc.cluster.local."]),
+    ("1.0.1.10.in-addr.arpa.", dns.PTR, {"zones": (Z, "10.in-addr.arpa.")}, ["1.0.1.10.in-addr.arpa. 5 PTR alpha.head.ns.svc.cluster.local."]),
+    # pods
+    ("10-244-0-5.ns.pod.cluster.local.", dns.A, {}, "NXDOMAIN"),
+    ("10-244-0-5.ns.pod.cluster.local.", dns.A, {"pods": "insecure"}, ["10-244-0-5.ns.pod.cluster.local. 5 A 10.244.0.5"]),
+    ("10-244-0-6.ns.pod.cluster.local.", dns.A, {"pods": "insecure"}, ["10-244-0-6.ns.pod.cluster.local. 5 A 10.244.0.6"]),
+    ("10-244-0-5.ns.pod.cluster.local.", dns.A, {"pods": "verified"}, ["10-244-0-5.ns.pod.cluster.local. 5 A 10.244.0.5"]),
+    ("10-244-0-6.ns.pod.cluster.local.", dns.A, {"pods": "verified"}, "NXDOMAIN"),
+    ("10-244-0-5.empty.pod.cluster.local.", dns.A, {"pods": "verified"}, "NXDOMAIN"),
+    # schema version, apex
+    ("dns-version.cluster.local.", dns.TXT, {}, ["dns-version.cluster.local. 28800 TXT 1.1.0"]),
+    ("cluster.local.", dns.SOA, {}, ["cluster.local. 5 SOA"]),
+    ("cluster.local.", dns.NS, {}, ["cluster.local. 5 NS ns.dns.cluster.local."]),
+    ("ns.dns.cluster.local.", dns.A, {}, ["ns.dns.cluster.local. 5 A 192.0.2.53"]),
+    # NXDOMAIN versus NODATA
+    ("web.ns.svc.cluster.local.", dns.MX, {}, []),
+    ("ns.svc.cluster.local.", dns.A, {}, []),
+    ("nothere.svc.cluster.local.", dns.A, {}, "NXDOMAIN"),
+    ("nope.ns.svc.cluster.local.", dns.A, {}, "NXDOMAIN"),
+    ("nope.ns.svc.cluster.local.", dns.MX, {}, "NXDOMAIN"),
+    ("web.ns.pood.cluster.local.", dns.A, {}, "NXDOMAIN"),
+    ("noport.ns.svc.cluster.local.", dns.A, {}, "NXDOMAIN"),  # as CoreDNS: a port-less ClusterIP has no records
+    # wildcards are not wildcards any more
+    ("*.ns.svc.cluster.local.", dns.A, {}, "NXDOMAIN"),
+    ("web.any.svc.cluster.local.", dns.A, {}, "NXDOMAIN"),
+    # options
+    ("lonely.ns.svc.cluster.local.", dns.A, {"ignore_empty_service": True}, "NXDOMAIN"),
+    ("web.ns.svc.cluster.local.", dns.A, {"namespaces": ("other",)}, "NXDOMAIN"),
+    ("head.ns.svc.cluster.local.", dns.A, {"noendpoints": True}, "NXDOMAIN"),
+    ("web.ns.svc.cluster.local.", dns.A, {"ttl": 30}, ["web.ns.svc.cluster.local. 30 A 10.96.0.10"]),
+    ("10-1-0-2.head.ns.svc.cluster.local.", dns.A, {"endpoint_pod_names": True}, ["10-1-0-2.head.ns.svc.cluster.local. 5 A 10.1.0.2"]),
+]
+
+
+@pytest.mark.parametrize("qname,qtype,opts,want", ROWS, ids=[f"{r[0]} {dns.QUERY_TYPES.get(r[1])} {r[2]}" for r in ROWS])
+def test_answer(qname, qtype, opts, want):
+    ans = ask(qname, qtype, **opts)
+    if want == "NXDOMAIN":
+        assert ans.name_error
+        return
+    assert not ans.name_error
+    assert texts(ans.answers) == sorted(want)
+
+
+def test_srv_glue_in_additional():
+    ans = ask("_http._tcp.head.ns.svc.cluster.local.", dns.SRV)
+    assert texts(ans.additional) == [
+        "10-1-0-2.head.ns.svc.cluster.local. 5 A 10.1.0.2",
+        "10-1-0-3.head.ns.svc.cluster.local. 5 A 10.1.0.3",
+        "alpha.head.ns.svc.cluster.local. 5 A 10.1.0.1",
+    ]
+
+
+def test_axfr_is_refused_without_transfer():
+    assert ask("cluster.local.", dns.AXFR).refused
+
+
+def test_ns_glue_in_additional():
+    ans = ask("cluster.local.", dns.NS)
+    assert texts(ans.additional) == ["ns.dns.cluster.local. 5 A 192.0.2.53"]
+
+
+def test_namespace_labels_limit_namespaces():
+    # namespace_labels is applied server-side on the Namespace watch: what the
+    # store holds is what exists.  An unlisted namespace's names do not exist.
+    s = store_with([o for o in OBJECTS if not (o["kind"] == "Namespace" and o["metadata"]["name"] == "ns")])
+    view = View(s, KubernetesOptions(zones=(Z,), namespace_labels=Selector()), ())
+    assert answer(view, "web.ns.svc.cluster.local.", Z, dns.A).name_error
