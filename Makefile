@@ -19,11 +19,12 @@ $(STAMP): $(BIN)/python $(SOURCES)
 # The built-in demo: no cluster needed; listens on 127.0.0.1:1053 (udp+tcp).
 demo: $(STAMP)
 	@echo
-	@echo "kubernetai demo on 127.0.0.1 port 1053 (udp+tcp). In another terminal try:"
-	@echo "  dig @127.0.0.1 -p 1053 web.default.svc.cluster.local A"
-	@echo "  dig @127.0.0.1 -p 1053 db.default.svc.cluster.local AAAA +tcp"
-	@echo "  dig @127.0.0.1 -p 1053 -x 10.96.0.10"
-	@echo "Press Ctrl-C to stop."
+	@echo "kubernetai demo on 127.0.0.1 port 1053 (udp+tcp): clusters 'east' and 'west' from etc/demo/."
+	@echo "In another terminal try:"
+	@echo "  dig @127.0.0.1 -p 1053 web.default.svc.cluster.local        # from east (dual-stack ClusterIP)"
+	@echo "  dig @127.0.0.1 -p 1053 ledger.payments.svc.cluster.local +tcp   # only in west: falls through"
+	@echo "  dig @127.0.0.1 -p 1053 api.default.svc.cluster.local        # no ready endpoint in east: west answers"
+	@echo "Edit etc/demo/*.yaml while it runs: changes apply within a second.  Ctrl-C stops it."
 	@echo
 	cd etc/demo && ../../$(BIN)/twistd --pidfile= -n kubernetai --config Corefile
 

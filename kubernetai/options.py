@@ -7,6 +7,8 @@ error names the file and line.  Pure: nothing here touches the network.
 
 from __future__ import annotations
 
+import os
+
 import attrs
 
 from kubernetai.corefile import Directive
@@ -21,6 +23,7 @@ PROPERTIES = (
     "endpoint", "tls", "kubeconfig", "namespaces", "namespace_labels", "labels", "pods",
     "endpoint_pod_names", "ttl", "noendpoints", "fallthrough", "ignore", "multicluster",
     "startup_timeout", "apiserver_qps", "apiserver_burst", "apiserver_max_inflight", "zonal",
+    "manifests",
 )
 
 
@@ -50,6 +53,7 @@ class KubernetesOptions:
     apiserver_burst: int = 0
     apiserver_max_inflight: int = 0  # 0 = unlimited
     zonal: bool = False
+    manifests: tuple[str, ...] = ()  # a snapshot cluster instead of an API server
 
     @property
     def watch_pods(self) -> bool:
@@ -57,6 +61,8 @@ class KubernetesOptions:
 
     def connection_name(self) -> str:
         """How logs name this stanza's cluster (never a credential)."""
+        if self.manifests:
+            return f"manifests {' '.join(self.manifests)}"
         if self.kubeconfig:
             return f"kubeconfig {self.kubeconfig}" + (f" context {self.context}" if self.context else "")
         if self.endpoint:
@@ -138,6 +144,9 @@ def parse_options(d: Directive, block_zones: tuple[str, ...]) -> KubernetesOptio
                 if z not in zones:
                     raise c.error(f"kubernetai is not authoritative for the multicluster zone {z}")
             o["multicluster"] = mzones
+        elif name == "manifests":
+            base = os.path.dirname(os.path.abspath(d.file))
+            o["manifests"] = tuple(a if os.path.isabs(a) else os.path.join(base, a) for a in arg_count(c, 1))
         elif name == "startup_timeout":
             o["startup_timeout"] = duration(c, arg_count(c, 1, 1)[0])
         elif name == "apiserver_qps":
@@ -146,6 +155,10 @@ def parse_options(d: Directive, block_zones: tuple[str, ...]) -> KubernetesOptio
             o[name] = int(_number(c, int))
         else:
             raise c.error(f"unknown property '{name}' (known: {', '.join(PROPERTIES)})")
+    if o.get("manifests"):
+        for other in ("endpoint", "kubeconfig", "tls"):
+            if o.get(other):
+                raise d.error(f"manifests cannot be combined with {other}: a stanza reads either files or an API server")
     if o.get("namespaces") and o.get("namespace_labels"):
         raise d.error("namespaces and namespace_labels cannot both be set")
     if o.get("zonal") and o.get("noendpoints"):

@@ -55,6 +55,15 @@ class Stanza:
             Watcher(spec, api, store, reactor, cluster=opts.name()).setServiceParent(feeders)
         return cls(opts, store, KubernetesResolver(opts, store, local_ips), feeders, conn)
 
+    @classmethod
+    def from_manifests(cls, opts: KubernetesOptions, reactor: Any, local_ips: Sequence[str] = ()) -> "Stanza":
+        from kubernetai.snapshot import ManifestSource
+
+        store = ClusterStore(clock=reactor.seconds)
+        feeders = MultiService()
+        ManifestSource(opts.manifests, opts, store, reactor, cluster=opts.name()).setServiceParent(feeders)
+        return cls(opts, store, KubernetesResolver(opts, store, local_ips), feeders)
+
     @property
     def synced(self) -> bool:
         return self.store.synced
@@ -82,11 +91,13 @@ class Stanza:
 
     def status(self) -> dict:
         watchers = [w for w in self.feeders if isinstance(w, Watcher)]
+        snapshot = [s.status() for s in self.feeders if hasattr(s, "patterns")]
         return {
+            **({"manifests": snapshot[0]} if snapshot else {}),
             "zones": list(self.opts.zones),
             "cluster": self.opts.connection_name(),
             "synced": self.store.synced,
-            "connected": bool(watchers) and all(w.state == "watching" for w in watchers),
+            "connected": bool(snapshot) or (bool(watchers) and all(w.state == "watching" for w in watchers)),
             "last_sync": self.store.last_sync,
             "generation": self.store.generation,
             "objects": self.store.counts(),

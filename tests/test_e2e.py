@@ -193,15 +193,28 @@ def test_help_lists_the_options(tmp_path):
         assert opt in p.stdout
 
 
-def test_the_demo_corefile_answers_the_readme_examples(start):
+def test_the_demo_corefile_answers_the_readme_examples(start, tmp_path):
+    import shutil
+
+    shutil.copytree(ROOT / "etc" / "demo", tmp_path, dirs_exist_ok=True)
     demo = (ROOT / "etc" / "demo" / "Corefile").read_text()
     hp, rp = free_port(), free_port()
     text = demo.replace(".:1053", ".:PORT").replace("127.0.0.1:8080", f"127.0.0.1:{hp}").replace("127.0.0.1:8181", f"127.0.0.1:{rp}")
-    s = start(text, {"demo.hosts": (ROOT / "etc" / "demo" / "demo.hosts").read_text()})
-    # The commands `make demo` prints (see Makefile and README.rst).
-    assert query(s.port, "web.default.svc.cluster.local").answer[0][0].address == "10.96.0.10"
-    assert query(s.port, "db.default.svc.cluster.local", "AAAA", tcp=True).answer[0][0].address == "fd00:10:96::11"
-    assert query(s.port, "10.0.96.10.in-addr.arpa", "PTR").answer[0][0].target.to_text() == "web.default.svc.cluster.local."
+    s = start(text)
+    # The three commands `make demo` prints (see Makefile and README.rst).
+    r = query(s.port, "web.default.svc.cluster.local")  # from east
+    assert [rr.address for rr in r.answer[0]] == ["10.96.0.10"]
+    r = query(s.port, "ledger.payments.svc.cluster.local", tcp=True)  # only in west: fell through
+    assert [rr.address for rr in r.answer[0]] == ["10.245.1.5"]
+    r = query(s.port, "api.default.svc.cluster.local")  # east has no ready endpoint: west answers
+    assert sorted(rr.address for rr in r.answer[0]) == ["10.245.0.30", "10.245.0.31"]
+    r = query(s.port, "web.default.svc.cluster.local", "AAAA", tcp=True)
+    assert [rr.address for rr in r.answer[0]] == ["fd00:10:96::10"]
+    assert query(s.port, "nothing.default.svc.cluster.local").rcode() == dns.rcode.NXDOMAIN
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{rp}/ready", timeout=5) as resp:
+        assert resp.status == 200
 
 
 def test_example_corefile_is_valid(tmp_path):

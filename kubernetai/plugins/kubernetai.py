@@ -19,13 +19,17 @@ from kubernetai.stanza import Stanza
 
 def setup(d: Directive, ctx: SetupContext) -> KubernetesResolver:
     opts = parse_options(d, ctx.zones)
-    try:
-        conn = connection_for(opts, ctx.reactor)
-    except ConfigError as e:
-        raise d.error(str(e)) from None
     # Our own addresses (NS records and their glue): the bound ones, else the
     # host's non-loopback ones, as CoreDNS.
-    stanza = Stanza.from_api(opts, conn, ctx.reactor, local_ips=tuple(ctx.bind) or local_addresses())
+    local_ips = tuple(ctx.bind) or local_addresses()
+    if opts.manifests:
+        stanza = Stanza.from_manifests(opts, ctx.reactor, local_ips)
+    else:
+        try:
+            conn = connection_for(opts, ctx.reactor)
+        except ConfigError as e:
+            raise d.error(str(e)) from None
+        stanza = Stanza.from_api(opts, conn, ctx.reactor, local_ips)
     ctx.server.add_service(stanza.feeders)
     ctx.server.readiness.add(opts.name(), lambda: stanza.synced)
     ctx.server.status[opts.name()] = stanza.status

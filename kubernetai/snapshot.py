@@ -1,0 +1,247 @@
+"""Snapshot clusters: a stanza's objects read from Kubernetes manifests on disk.
+
+``manifests PATH...`` (files, directories, globs) instead of an API server:
+multi-document YAML or JSON, ``v1 List`` documents exactly as ``kubectl get
+… -o yaml`` writes them, and any ``kind: …List``.  Changes on disk are picked
+up while running (inotify where the platform has it, polling otherwise) and
+applied through the very same store path the watcher uses (page upserts,
+then deletion of what is gone), so names appear and disappear as they would
+from a live cluster.  A malformed file is reported with file and position,
+and its last good contents keep serving.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Any, Iterable
+
+import attrs
+import yaml
+from twisted.application.service import Service
+from twisted.internet import task
+from twisted.logger import Logger
+from twisted.python import filepath
+
+from kubernetai.objects import CONVERTERS, ObjectError
+from kubernetai.options import KubernetesOptions
+from kubernetai.store import ClusterStore
+
+__all__ = ["ManifestError", "read_documents", "ManifestSource", "expand"]
+
+log = Logger()
+
+POLL_INTERVAL = 1.0
+SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class ManifestError(ValueError):
+    """A manifest file that cannot be read: names the file and position."""
+
+
+def expand(patterns: Iterable[str]) -> list[str]:
+    """Files named by paths, directories (their *.yaml/*.yml/*.json) and globs."""
+    found: list[str] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+        for path in matches:
+            if os.path.isdir(path):
+                for name in sorted(os.listdir(path)):
+                    full = os.path.join(path, name)
+                    if name.endswith(SUFFIXES) and os.path.isfile(full) and not name.startswith("."):
+                        found.append(full)
+            elif os.path.isfile(path):
+                found.append(path)
+    return list(dict.fromkeys(os.path.abspath(p) for p in found))
+
+
+def _flatten(doc: Any) -> Iterable[dict]:
+    if not isinstance(doc, dict):
+        return
+    kind = doc.get("kind") or ""
+    if kind == "List" or (kind.endswith("List") and isinstance(doc.get("items"), list)):
+        item_kind = kind[:-4] if kind != "List" else ""
+        for item in doc.get("items") or ():
+            if isinstance(item, dict):
+                if item_kind and "kind" not in item:
+                    item = {**item, "kind": item_kind}
+                yield from _flatten(item)
+        return
+    yield doc
+
+
+def read_documents(path: str) -> list[dict]:
+    """Every object in one file; ManifestError with file:line:column otherwise."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path}: cannot read: {e}") from None
+    try:
+        if path.endswith(".json"):
+            docs = [json.loads(text)] if text.strip() else []
+        else:
+            docs = list(yaml.safe_load_all(text))
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{path}:{e.lineno}:{e.colno}: {e.msg}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{mark.line + 1}:{mark.column + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ManifestError(f"{path}:{where}{problem}") from None
+    return [obj for doc in docs for obj in _flatten(doc)]
+
+
+@attrs.define(eq=False)
+class ManifestSource(Service):
+    """Feeds one stanza's store from manifest files, and keeps it current."""
+
+    patterns: tuple[str, ...]
+    opts: KubernetesOptions
+    store: ClusterStore
+    reactor: Any
+    poll_interval: float = POLL_INTERVAL
+    cluster: str = ""
+    state: str = "starting"
+    _files: dict[str, tuple[tuple, list[dict]]] = attrs.Factory(dict)  # path → (stamp, last good objects)
+    _errors: dict[str, str] = attrs.Factory(dict)
+    _unknown: set[str] = attrs.Factory(set)
+    _poll: Any = None
+    _notifier: Any = None
+    _pending: Any = None
+
+    def __attrs_post_init__(self) -> None:
+        for kind in self.kinds():
+            self.store.require((kind, ""))
+
+    def kinds(self) -> list[str]:
+        """The kinds this stanza would watch from an API server."""
+        kinds = ["Service", "Namespace"]
+        if not self.opts.noendpoints:
+            kinds.append("EndpointSlice")
+        if self.opts.pods == "verified":
+            kinds.append("Pod")
+        if self.opts.multicluster:
+            kinds.append("ServiceImport")
+        return kinds
+
+    # ------------------------------------------------------------ service
+    def startService(self) -> None:
+        Service.startService(self)
+        self.reload()
+        self._watch_inotify()
+        self._poll = task.LoopingCall(self.reload)
+        self._poll.clock = self.reactor
+        self._poll.start(self.poll_interval, now=False)
+
+    def stopService(self) -> None:
+        Service.stopService(self)
+        if self._poll is not None and self._poll.running:
+            self._poll.stop()
+        if self._notifier is not None:
+            self._notifier.loseConnection()
+            self._notifier = None
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+
+    def _watch_inotify(self) -> None:
+        """Reload as soon as a watched directory changes (Linux); polling stays as a safety net."""
+        try:
+            from twisted.internet import inotify
+        except ImportError:
+            return
+        try:
+            notifier = inotify.INotify(self.reactor)
+            notifier.startReading()
+        except Exception:
+            return
+        dirs = set()
+        for pattern in self.patterns:
+            base = pattern if os.path.isdir(pattern) else os.path.dirname(os.path.abspath(pattern))
+            while any(c in base for c in "*?["):
+                base = os.path.dirname(base)
+            if os.path.isdir(base):
+                dirs.add(base)
+        for d in sorted(dirs):
+            try:
+                notifier.watch(filepath.FilePath(d), callbacks=[self._changed])
+            except Exception:
+                continue
+        self._notifier = notifier
+
+    def _changed(self, _watch: Any, _path: Any, _mask: int) -> None:
+        if self._pending is None or not self._pending.active():
+            self._pending = self.reactor.callLater(0.05, self.reload)
+
+    # ------------------------------------------------------------ reading
+    def reload(self) -> None:
+        """Re-read changed files and apply the differences to the store."""
+        paths = expand(self.patterns)
+        changed = False
+        for gone in set(self._files) - set(paths):
+            del self._files[gone]
+            self._errors.pop(gone, None)
+            changed = True
+        for path in paths:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            old = self._files.get(path)
+            if old is not None and old[0] == stamp:
+                continue
+            try:
+                objects = read_documents(path)
+            except ManifestError as e:
+                if self._errors.get(path) != str(e):
+                    log.error("{cluster}: {error}; keeping its last good contents", cluster=self.cluster, error=e)
+                self._errors[path] = str(e)
+                # Remember the stamp so a broken file is not re-read every poll,
+                # but keep serving what it held before.
+                self._files[path] = (stamp, old[1] if old else [])
+                continue
+            if path in self._errors:
+                log.info("{cluster}: {path} reads again", cluster=self.cluster, path=path)
+                del self._errors[path]
+            self._files[path] = (stamp, objects)
+            changed = True
+        if changed or not self.store.synced:
+            self._apply()
+
+    def _apply(self) -> None:
+        by_kind: dict[str, list] = {k: [] for k in self.kinds()}
+        for path, (_, objects) in sorted(self._files.items()):
+            for obj in objects:
+                kind = obj.get("kind") or ""
+                if kind not in CONVERTERS:
+                    if kind not in self._unknown:
+                        self._unknown.add(kind)
+                        log.info("{cluster}: ignoring objects of kind {kind!r} (first seen in {path})",
+                                 cluster=self.cluster, kind=kind or "(none)", path=path)
+                    continue
+                if kind not in by_kind or not self._wanted(kind, obj):
+                    continue
+                try:
+                    by_kind[kind].append(CONVERTERS[kind](obj))
+                except (ObjectError, TypeError, ValueError, AttributeError) as e:
+                    log.warn("{cluster}: {path}: skipping a malformed {kind}: {error}", cluster=self.cluster, path=path, kind=kind, error=e)
+        for kind, objs in by_kind.items():
+            self.store.relist((kind, ""), objs)
+        self.state = "synced" if not self._errors else f"{len(self._errors)} file(s) unreadable"
+
+    def _wanted(self, kind: str, obj: dict) -> bool:
+        """The stanza's filters, applied here as the API server would apply them."""
+        meta = obj.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        if kind == "Namespace":
+            return not self.opts.namespace_labels or self.opts.namespace_labels.matches(labels)
+        if self.opts.namespaces and meta.get("namespace") not in self.opts.namespaces:
+            return False
+        if kind in ("Service", "EndpointSlice") and self.opts.labels:
+            return self.opts.labels.matches(labels)
+        return True
+
+    def status(self) -> dict:
+        return {"files": len(self._files), "unreadable": dict(self._errors)}

@@ -1,0 +1,178 @@
+"""Snapshot clusters: manifests on disk feeding a stanza's store."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import dns.message
+import dns.query
+import pytest
+import pytest_twisted
+import yaml
+from twisted.internet import reactor, task, threads
+from twisted.logger import Logger, formatEvent
+
+from kubernetai import snapshot
+from kubernetai.build import KubernetaiService, load_text
+from kubernetai.corefile import CorefileError
+from kubernetai.options import KubernetesOptions
+from kubernetai.snapshot import ManifestError, ManifestSource, expand, read_documents
+from kubernetai.store import ClusterStore
+
+from .fakeapi import namespace, pod, service, slice_
+
+
+def write_yaml(path, *docs):
+    path.write_text(yaml.safe_dump_all(list(docs)))
+
+
+def names(store, kind="Service"):
+    return sorted(f"{ns}/{n}" for ns, n in store.objects[kind])
+
+
+class Rig:
+    def __init__(self, tmp_path, **opts):
+        self.clock = task.Clock()
+        self.store = ClusterStore(clock=self.clock.seconds)
+        self.opts = KubernetesOptions(zones=("cluster.local.",), manifests=(str(tmp_path),), **opts)
+        self.events = []
+        self.source = ManifestSource((str(tmp_path),), self.opts, self.store, self.clock, cluster="test")
+
+    def start(self, monkeypatch):
+        monkeypatch.setattr(snapshot, "log", Logger(observer=self.events.append))
+        self.source.startService()
+        return self
+
+    def tick(self):
+        self.clock.advance(self.source.poll_interval)
+
+    def logged(self):
+        return [formatEvent(e) for e in self.events]
+
+
+def test_document_shapes(tmp_path):
+    # kubectl's v1 List, a typed List whose items lack kind, multi-document YAML, JSON object and JSON List.
+    write_yaml(tmp_path / "a.yaml", {"apiVersion": "v1", "kind": "List", "items": [service("a"), namespace("default")]})
+    write_yaml(tmp_path / "b.yml", {"apiVersion": "v1", "kind": "ServiceList", "items": [{k: v for k, v in service("b").items() if k != "kind"}]})
+    write_yaml(tmp_path / "c.yaml", service("c"), None, slice_("c", ["10.0.0.3"]))
+    (tmp_path / "d.json").write_text(json.dumps(service("d")))
+    (tmp_path / "e.json").write_text(json.dumps({"kind": "List", "items": [service("e")]}))
+    (tmp_path / "notes.txt").write_text("ignored: not a manifest suffix")
+    files = expand([str(tmp_path)])
+    assert [os.path.basename(f) for f in files] == ["a.yaml", "b.yml", "c.yaml", "d.json", "e.json"]
+    kinds = sorted((o["kind"], o["metadata"]["name"]) for f in files for o in read_documents(f))
+    assert kinds == [("EndpointSlice", "c-abcde"), ("Namespace", "default")] + [("Service", n) for n in "abcde"]
+
+
+@pytest.mark.parametrize(
+    "name,text,where",
+    [
+        ("bad.yaml", "a: b\n  c: d\n", "bad.yaml:2:4"),
+        ("bad.json", '{"kind": "Service",\n "metadata": }', "bad.json:2:14"),
+    ],
+)
+def test_malformed_file_names_file_and_position(tmp_path, name, text, where):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ManifestError) as e:
+        read_documents(str(tmp_path / name))
+    assert where in str(e.value)
+
+
+def test_globs_and_files(tmp_path):
+    (tmp_path / "x").mkdir()
+    write_yaml(tmp_path / "x" / "one.yaml", service("one"))
+    write_yaml(tmp_path / "two.yaml", service("two"))
+    assert [os.path.basename(p) for p in expand([str(tmp_path / "x" / "*.yaml"), str(tmp_path / "two.yaml")])] == ["one.yaml", "two.yaml"]
+
+
+def test_initial_read_syncs_and_filters(tmp_path, monkeypatch):
+    write_yaml(tmp_path / "c.yaml", namespace("default"), service("a"), slice_("a", ["10.0.0.1"]), pod("p", "10.0.0.9"),
+               {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x", "namespace": "default"}},
+               {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "y", "namespace": "default"}})
+    r = Rig(tmp_path).start(monkeypatch)
+    assert r.store.synced
+    assert names(r.store) == ["default/a"] and names(r.store, "EndpointSlice") == ["default/a-abcde"]
+    assert names(r.store, "Pod") == []  # pods only with `pods verified`, as from an API server
+    assert sum("ignoring objects of kind 'Deployment'" in t for t in r.logged()) == 1  # once per kind
+
+
+def test_changes_on_disk_are_applied_as_diffs(tmp_path, monkeypatch):
+    f = tmp_path / "c.yaml"
+    write_yaml(f, namespace("default"), service("a"), service("b", ip="10.96.0.11"))
+    other = tmp_path / "other.yaml"
+    write_yaml(other, service("o", ip="10.96.0.99"))
+    r = Rig(tmp_path).start(monkeypatch)
+    gen = r.store.generation
+    write_yaml(f, namespace("default"), service("a", ip="10.96.0.50"), service("c", ip="10.96.0.12"))  # modify a, delete b, add c
+    r.tick()
+    assert names(r.store) == ["default/a", "default/c", "default/o"]
+    assert r.store.service("default", "a").cluster_ips == ("10.96.0.50",)
+    assert r.store.generation > gen
+    os.unlink(other)  # a removed file's objects go
+    r.tick()
+    assert names(r.store) == ["default/a", "default/c"]
+
+
+def test_broken_file_keeps_last_good_contents_until_fixed(tmp_path, monkeypatch):
+    f = tmp_path / "c.yaml"
+    write_yaml(f, namespace("default"), service("a"))
+    r = Rig(tmp_path).start(monkeypatch)
+    f.write_text("kind: Service\nmetadata: [unclosed\n")
+    r.tick()
+    assert names(r.store) == ["default/a"]
+    errors = [t for t in r.logged() if "keeping its last good contents" in t]
+    assert len(errors) == 1 and "c.yaml:" in errors[0]
+    r.tick()
+    assert len([t for t in r.logged() if "keeping its last good contents" in t]) == 1  # reported once
+    write_yaml(f, namespace("default"), service("b"))
+    r.tick()
+    assert names(r.store) == ["default/b"]
+    assert any("reads again" in t for t in r.logged())
+
+
+def test_options_filter_like_the_api_server(tmp_path, monkeypatch):
+    write_yaml(tmp_path / "c.yaml", namespace("default"), namespace("other"),
+               service("a", labels={"app": "x"}), service("b", labels={"app": "y"}), service("c", ns="other", labels={"app": "x"}),
+               pod("p", "10.0.0.9"))
+    from kubernetai.selectors import parse_selector
+
+    r = Rig(tmp_path, namespaces=("default",), labels=parse_selector("app=x"), pods="verified").start(monkeypatch)
+    assert names(r.store) == ["default/a"]
+    assert names(r.store, "Pod") == ["default/p"]
+
+
+def test_manifests_cannot_be_combined_with_an_api_server():
+    with pytest.raises(CorefileError, match="manifests cannot be combined with endpoint"):
+        load_text(". {\n kubernetai cluster.local {\n  manifests x.yaml\n  endpoint http://127.0.0.1:1\n }\n}", 53, task.Clock())
+
+
+def ask(port, name, rdtype="A", tcp=False):
+    q = dns.message.make_query(name, rdtype)
+    return threads.deferToThread(dns.query.tcp if tcp else dns.query.udp, q, "127.0.0.1", port=port, timeout=3)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_service_added_to_a_file_resolves_within_a_second(tmp_path):
+    f = tmp_path / "cluster.yaml"
+    write_yaml(f, namespace("default"), service("a"))
+    svc = KubernetaiService(load_text(f".:0 {{\n bind 127.0.0.1\n kubernetai cluster.local {{\n  manifests {tmp_path}\n }}\n}}", 53, reactor), reactor)
+    svc.startService()
+    try:
+        (_, port), = svc.addresses()
+        r = yield ask(port, "a.default.svc.cluster.local")
+        assert r.answer[0][0].address == "10.96.0.10"
+        write_yaml(f, namespace("default"), service("b", ip="10.96.0.77"))
+        start = time.monotonic()
+        while True:
+            r = yield ask(port, "b.default.svc.cluster.local")
+            if r.answer:
+                break
+            assert time.monotonic() - start < 1.0, "not picked up within a second"
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        assert r.answer[0][0].address == "10.96.0.77"
+        r = yield ask(port, "a.default.svc.cluster.local", tcp=True)
+        assert r.rcode() == 3  # removed from the file: gone
+    finally:
+        yield svc.stopService()
