@@ -178,10 +178,7 @@ class KubernetaiService(MultiService):
                 factory.hold()
             interface = addr or wildcard
             try:
-                udp = self.reactor.listenUDP(port, factory.datagram_protocol(), interface=interface)
-                self.ports.append(udp)
-                actual = udp.getHost().port
-                self.ports.append(self.reactor.listenTCP(actual, factory, interface=interface))
+                actual = self._listen_pair(port, factory, interface)
             except CannotListenError as e:
                 self._close_ports()
                 if self.exit_on_listen_error:  # under twistd: one clear line, exit 1
@@ -209,6 +206,23 @@ class KubernetaiService(MultiService):
                          "(or fall through)", name=stanza.opts.name(), t=stanza.opts.startup_timeout)
         for factory in self.factories.values():
             factory.release()
+
+    def _listen_pair(self, port: int, factory: KubeDNSServerFactory, interface: str) -> int:
+        """UDP and TCP on one port number.  For port 0, UDP picks and TCP
+        follows; if that number is taken for TCP, try another (bounded)."""
+        for attempt in range(20 if port == 0 else 1):
+            udp = self.reactor.listenUDP(port, factory.datagram_protocol(), interface=interface)
+            actual = udp.getHost().port
+            try:
+                tcp = self.reactor.listenTCP(actual, factory, interface=interface)
+            except CannotListenError:
+                udp.stopListening()
+                if port != 0 or attempt == 19:
+                    raise
+                continue
+            self.ports += [udp, tcp]
+            return actual
+        raise AssertionError("unreachable")
 
     def addresses(self) -> list[tuple[str, int]]:
         """The (address, port) pairs actually listened on."""
