@@ -221,3 +221,17 @@ def test_example_corefile_is_valid(tmp_path):
     p = subprocess.run(twistd("--config", str(ROOT / "etc" / "Corefile.example"), "--check", cwd=tmp_path),
                        cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
+
+
+def test_multicluster_example_parses_with_valid_options():
+    from kubernetai.corefile import parse_file
+    from kubernetai.directives import registry
+    from kubernetai.options import parse_options
+
+    blocks = parse_file(str(ROOT / "etc" / "Corefile.multicluster"), registry().__contains__, {})
+    stanzas = [parse_options(d, (".",)) for d in blocks[0].directives if d.name == "kubernetai"]
+    assert [s.zones for s in stanzas] == [
+        ("cluster.local.", "96.10.in-addr.arpa."), ("cluster.local.", "100.10.in-addr.arpa."), ("staging.local.",)
+    ]
+    assert stanzas[0].ignore_empty_service and stanzas[0].fallthrough.zones == (".",)
+    assert stanzas[1].context == "west" and stanzas[2].tls[2].endswith("staging-ca.crt")
