@@ -18,6 +18,7 @@ from kubernetai import outcome
 from kubernetai.options import KubernetesOptions
 from kubernetai.records import View, answer, negative_soa
 from kubernetai.rr import owner_zone
+from kubernetai.server import request_info
 from kubernetai.store import ClusterStore
 from kubernetai.zones import match_zone
 
@@ -43,6 +44,10 @@ class KubernetesResolver(common.ResolverBase):
     def synced(self) -> bool:
         return self.store.synced
 
+    def cache_version(self) -> tuple[int, bool]:
+        """Our answers depend only on this (the server's answer cache checks it)."""
+        return (self.store.generation, self.store.synced)
+
     def _lookup(self, name: bytes, cls: int, type: int, timeout: Any) -> defer.Deferred:
         qname = name.decode("ascii", "replace") + "." if name else "."
         zone = match_zone(qname.lower(), self.opts.zones)
@@ -63,6 +68,8 @@ class KubernetesResolver(common.ResolverBase):
         if not ans.answers:
             return defer.succeed(([], authority, []))
         result = (list(ans.answers), [], list(ans.additional))
+        if ans.chase:
+            request_info.get().trace.cacheable = False  # completed through other resolvers
         if ans.chase and self.upstream is not None and self._chasing < MAX_CHASE:
             return self._chase(result, ans.chase, type)
         return defer.succeed(result)

@@ -32,6 +32,27 @@ __all__ = ["Block", "QueryEvent", "KubeDNSServerFactory", "DNSDatagramServerProt
 
 log = Logger()
 
+@attrs.define
+class Trace:
+    """Which resolvers a query consulted, to decide whether its answer may be cached.
+
+    A resolver opts in with ``cache_version()``: its answers then depend
+    only on what that returns (a kubernetai stanza: its store's generation
+    and sync state).  Any consulted resolver without it makes the answer
+    uncacheable (forward, hosts, autopath, whoami, third-party ones…).
+    """
+
+    cacheable: bool = True
+    versions: list = attrs.Factory(list)
+
+    def consulted(self, resolver: object) -> None:
+        version = getattr(resolver, "cache_version", None)
+        if version is None:
+            self.cacheable = False
+        else:
+            self.versions.append((version, version()))
+
+
 @attrs.frozen
 class RequestInfo:
     """Who asked and how, for plugins that answer by it (whoami, transfer, autopath)."""
@@ -40,6 +61,23 @@ class RequestInfo:
     port: int = 0
     proto: str = "udp"
     ixfr_serial: int | None = None
+    trace: Trace = attrs.Factory(Trace)
+
+
+@attrs.frozen
+class _Cached:
+    """An encoded answer (minus its ID) and what it was computed from."""
+
+    body: bytes
+    versions: tuple
+    block: "Block"
+    rcode: int
+    aa: bool
+    truncated: bool
+    ancount: int
+
+    def valid(self) -> bool:
+        return all(version() == seen for version, seen in self.versions)
 
 
 # Set around the synchronous start of the chain: a resolver sees it when the
@@ -167,6 +205,7 @@ class KubeDNSServerFactory(DNSServerFactory):
         self.max_tcp_connections = max_tcp_connections
         self._zones = {z: b for b in reversed(self.blocks) for z in b.zones}
         self._held: list | None = None
+        self._cache: dict[tuple[str, bytes], _Cached] = {}
 
     # ---------------------------------------------------------- start-up gate
     MAX_HELD = 10000
@@ -207,8 +246,16 @@ class KubeDNSServerFactory(DNSServerFactory):
             log.failure("unexpected error handling a packet from {address}", address=address)
             return defer.succeed(None)
 
+    MAX_CACHED = 50_000
+
     def _handle(self, data: bytes, address: tuple, proto: str) -> defer.Deferred:
         start = self._now()
+        cached = self._cache.get((proto, data[2:])) if len(data) >= 12 else None
+        if cached is not None and cached.valid():
+            out = data[:2] + cached.body
+            if cached.block.observers:
+                self._observe_cached(cached, data, address, proto, out, start)
+            return defer.succeed(out)
         req = wire.parse_request(data)
         if req is None:
             return defer.succeed(None)
@@ -233,13 +280,26 @@ class KubeDNSServerFactory(DNSServerFactory):
             return defer.succeed(out)
         query = dns.Query(req.question.name.name, req.question.type, req.question.cls)
         host, port = (address[0], address[1]) if address else ("", 0)
-        token = request_info.set(RequestInfo(host, port, proto, req.ixfr_serial))
+        info = RequestInfo(host, port, proto, req.ixfr_serial)
+        token = request_info.set(info)
         try:
             d = defer.maybeDeferred(block.resolver.query, query)
         finally:
             request_info.reset(token)
         d.addBoth(self._respond, req, block, address, proto, start)
+        d.addCallback(self._remember, data, proto, info.trace, block, req)
         return d
+
+    def _remember(self, out: object, data: bytes, proto: str, trace: Trace, block: "Block", req: wire.Request) -> object:
+        """Keep an answer that only cacheable resolvers produced."""
+        if isinstance(out, bytes) and trace.cacheable and trace.versions and req.question.type not in (dns.AXFR, dns.IXFR):
+            if len(self._cache) >= self.MAX_CACHED:
+                self._cache.clear()
+            b3, b4, an = out[2], out[3], int.from_bytes(out[6:8], "big")
+            self._cache[(proto, data[2:])] = _Cached(
+                out[2:], tuple(trace.versions), block, b4 & 0xF, bool(b3 & 0x04), bool(b3 & 0x02), an
+            )
+        return out
 
     def _encode(self, req: wire.Request, ans: _Answer, proto: str, ra: bool) -> tuple[bytes, bool]:
         limit = req.udp_limit() if proto == "udp" else 65535
@@ -290,6 +350,12 @@ class KubeDNSServerFactory(DNSServerFactory):
         if block.observers:
             self._observe(block, req, ans, address, "tcp", b"".join(out), False, start)
         return out
+
+    def _observe_cached(self, c: _Cached, data: bytes, address: tuple, proto: str, out: bytes, start: float) -> None:
+        req = wire.parse_request(data)
+        if isinstance(req, wire.Request):
+            ans = _Answer(c.rcode, c.aa, (None,) * c.ancount)  # type: ignore[arg-type]
+            self._observe(c.block, req, ans, address, proto, out, c.truncated, start)
 
     def _observe(self, block: Block, req: wire.Request, ans: _Answer, address: tuple, proto: str, out: bytes, truncated: bool, start: float) -> None:
         flags = ["qr"]
@@ -409,6 +475,28 @@ class DNSStreamServerProtocol(Int16StringReceiver, TimeoutMixin):
         self.transport.loseConnection()
 
 
+class TracingChain(resolve.ResolverChain):
+    """Twisted's ResolverChain, noting on the request which resolvers it consulted."""
+
+    def _lookup(self, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
+        if not self.resolvers:
+            return defer.fail(DomainError())
+        trace = request_info.get().trace
+        q = dns.Query(name, type, cls)
+        trace.consulted(self.resolvers[0])
+        d = self.resolvers[0].query(q, timeout)
+        for r in self.resolvers[1:]:
+            d = d.addErrback(_next, r, q, timeout, trace)
+        return d
+
+
+def _next(failure: Failure, resolver: object, q: dns.Query, timeout: object, trace: Trace) -> defer.Deferred:
+    # As twisted.names.resolve.FailureHandler: go on only after these.
+    failure.trap(DomainError, defer.TimeoutError, NotImplementedError)
+    trace.consulted(resolver)
+    return resolver.query(q, timeout)  # type: ignore[attr-defined]
+
+
 def chain(resolvers: Sequence[object]) -> resolve.ResolverChain:
-    """Twisted's own ResolverChain over a block's resolvers, in plugin order."""
-    return resolve.ResolverChain(list(resolvers))
+    """A block's resolvers in plugin order, chained as Twisted's ResolverChain does."""
+    return TracingChain(list(resolvers))

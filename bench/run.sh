@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Throughput and latency of kubernetai on loopback, measured with dnsperf.
+# Usage: bench/run.sh [SERVICES] [SECONDS]   (needs: make's .venv, dnsperf)
+# The server is pinned to CPU 0 and dnsperf to CPU 1; every run is bounded in time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-1000}
+SECONDS_=${2:-10}
+PORT=${PORT:-15353}
+make -s .venv/.installed >/dev/null
+WORK=$(mktemp -d)
+trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+.venv/bin/python bench/gen_cluster.py "$WORK" "$N"
+cat > "$WORK/Corefile" <<COREFILE
+.:$PORT {
+    bind 127.0.0.1
+    kubernetai cluster.local {
+        manifests cluster.yaml
+    }
+}
+COREFILE
+(cd "$WORK" && exec taskset -c 0 "$OLDPWD/.venv/bin/twistd" --pidfile= -n kubernetai --config Corefile > server.log 2>&1) &
+SERVER=$!
+for _ in $(seq 100); do dig @127.0.0.1 -p "$PORT" svc0.ns0.svc.cluster.local +short +time=1 +tries=1 2>/dev/null | grep -q . && break; kill -0 "$SERVER" 2>/dev/null || { cat "$WORK/server.log"; exit 1; }; sleep 0.2; done
+echo "kubernetai $(.venv/bin/python -c 'import kubernetai; print(kubernetai.__version__)'), $N services, $(wc -l < "$WORK/queries.txt") distinct queries"
+taskset -c 1 dnsperf -s 127.0.0.1 -p "$PORT" -d "$WORK/queries.txt" -l "$SECONDS_" -c 4 -q 200 2>&1 \
+  | grep -E "Queries sent|Queries completed|Queries lost|Response codes|Queries per second|Average Latency|Latency StdDev"
+echo "server RSS: $(ps -o rss= -p "$SERVER") KiB"

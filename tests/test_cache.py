@@ -1,0 +1,111 @@
+"""The server's wire-answer cache: reused only while what produced it is unchanged."""
+
+from __future__ import annotations
+
+import dns.flags
+import dns.message
+import dns.rcode
+from twisted.internet import task
+from twisted.names import dns as tdns
+
+from kubernetai.objects import CONVERTERS
+from kubernetai.options import KubernetesOptions
+from kubernetai.resolver import KubernetesResolver
+from kubernetai.server import Block, KubeDNSServerFactory, chain
+from kubernetai.store import ClusterStore
+
+from .conftest import result
+from .fakeapi import namespace, service
+from .test_server import TableResolver
+
+
+class Counting(KubernetesResolver):
+    calls = 0
+
+    def _lookup(self, *a):
+        Counting.calls += 1
+        return super()._lookup(*a)
+
+
+def rig(*extra):
+    store = ClusterStore(clock=lambda: 1.0)
+    store.require(("Service", ""))
+    r = Counting(KubernetesOptions(zones=("cluster.local.",)), store)
+    seen = []
+    f = KubeDNSServerFactory(blocks=[Block((".",), chain([r, *extra]), observers=[seen.append])], clock=task.Clock())
+    Counting.calls = 0
+    return f, store, seen
+
+
+def add(store, obj):
+    store.apply("ADDED", obj["kind"], CONVERTERS[obj["kind"]](obj))
+
+
+def ask(f, name, rdtype="A", proto="udp", **kw):
+    q = dns.message.make_query(name, rdtype, **kw)
+    out = result(f.handle_packet(q.to_wire(), ("127.0.0.1", 9), proto))
+    r = dns.message.from_wire(out)
+    assert r.id == q.id
+    return r
+
+
+def synced(store):
+    store.relist(("Service", ""), list(store.objects["Service"].values()))
+
+
+def test_hit_reuses_the_answer_with_the_clients_id():
+    f, store, seen = rig()
+    add(store, namespace("ns"))
+    add(store, service("web", "ns"))
+    synced(store)
+    a = ask(f, "web.ns.svc.cluster.local")
+    b = ask(f, "web.ns.svc.cluster.local")
+    assert Counting.calls == 1
+    assert a.answer == b.answer and a.answer[0][0].address == "10.96.0.10"
+    assert len(seen) == 2 and seen[1].rcode == 0 and seen[1].ancount == 1  # observers still see hits
+
+
+def test_store_change_invalidates():
+    f, store, _ = rig()
+    add(store, namespace("ns"))
+    add(store, service("web", "ns"))
+    synced(store)
+    assert ask(f, "web.ns.svc.cluster.local").answer[0][0].address == "10.96.0.10"
+    add(store, service("web", "ns", ip="10.96.0.99"))
+    assert ask(f, "web.ns.svc.cluster.local").answer[0][0].address == "10.96.0.99"
+    store.apply("DELETED", "Service", CONVERTERS["Service"](service("web", "ns")))
+    assert ask(f, "web.ns.svc.cluster.local").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_sync_state_invalidates():
+    f, store, _ = rig()
+    assert ask(f, "web.ns.svc.cluster.local").rcode() == dns.rcode.SERVFAIL  # not synced yet
+    add(store, namespace("ns"))
+    synced(store)
+    assert ask(f, "web.ns.svc.cluster.local").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_letter_case_proto_and_edns_are_separate_entries():
+    f, store, _ = rig()
+    add(store, namespace("ns"))
+    add(store, service("web", "ns"))
+    synced(store)
+    ask(f, "web.ns.svc.cluster.local")
+    r = ask(f, "WEB.ns.svc.cluster.local")
+    assert r.answer[0].name.to_text() == "WEB.ns.svc.cluster.local."
+    ask(f, "web.ns.svc.cluster.local", proto="tcp")
+    r = ask(f, "web.ns.svc.cluster.local", use_edns=0)
+    assert r.edns == 0
+    assert Counting.calls == 4
+
+
+def test_answers_through_uncacheable_resolvers_are_not_cached():
+    upstream = TableResolver("example.org.", {("x.example.org", tdns.A): [tdns.Record_A("192.0.2.1", 5)]})
+    calls = []
+    original = upstream._lookup
+    upstream._lookup = lambda *a: (calls.append(1), original(*a))[1]
+    f, store, _ = rig(upstream)
+    synced(store)
+    ask(f, "x.example.org")
+    ask(f, "x.example.org")
+    assert len(calls) == 2  # the second resolver has no cache_version: never cached
