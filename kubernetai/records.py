@@ -15,7 +15,7 @@ import attrs
 from twisted.names import dns
 
 from kubernetai.names import InvalidRequest, RecordRequest, parse_request, strip_zone
-from kubernetai.objects import Endpoint, Service
+from kubernetai.objects import Endpoint, EndpointSlice, Port, Service
 from kubernetai.options import KubernetesOptions
 from kubernetai.rr import soa
 from kubernetai.store import ClusterStore
@@ -146,16 +146,8 @@ class View:
     # ------------------------------------------------------------ services
     def endpoints_of(self, svc: Service) -> Iterable[tuple[Endpoint, str, tuple]]:
         """Ready (endpoint, address, ports) of a service, duplicates across slices merged."""
-        seen: set[tuple[str, str]] = set()
-        for sl in sorted(self.store.slices(svc.namespace, svc.name), key=lambda s: s.name):
-            for ep in sl.endpoints:
-                if not ep.ready:
-                    continue
-                for addr in ep.addresses:
-                    if (addr, ep.hostname) in seen:
-                        continue
-                    seen.add((addr, ep.hostname))
-                    yield ep, addr, sl.ports
+        for ep, addr, sl in _ready(self.store.slices(svc.namespace, svc.name), merge=True):
+            yield ep, addr, sl.ports
 
     def has_endpoints(self, svc: Service) -> bool:
         return any(True for _ in self.endpoints_of(svc))
@@ -180,32 +172,13 @@ class View:
             if hit.kind != dns.CNAME:
                 raise NameError_()
             return [hit]
-        hits: list[Hit] = []
-        found = False
         if svc.headless or r.endpoint:
             if self.opts.noendpoints:
                 raise NameError_()
-            for ep, addr, ports in self.endpoints_of(svc):
-                host = endpoint_hostname(ep, addr, self.opts.endpoint_pod_names)
-                if r.endpoint and r.endpoint != host:
-                    continue
-                for p in ports or (None,):
-                    if p is not None and not _port_match(r, p.name, p.protocol):
-                        continue
-                    if p is None and r.is_srv_form:
-                        continue
-                    found = True
-                    hits.append(Hit(addr, p.port if p else -1, f"{host}.{base}", ttl))
-        else:
-            for p in svc.ports:
-                if not _port_match(r, p.name, p.protocol):
-                    continue
-                found = True
-                for ip in svc.cluster_ips:
-                    hits.append(Hit(ip, p.port, base, ttl))
-        if not found:
-            raise NameError_()
-        return hits
+            named = ((addr, endpoint_hostname(ep, addr, self.opts.endpoint_pod_names), ports)
+                     for ep, addr, ports in self.endpoints_of(svc))
+            return _endpoint_hits(r, ((a, f"{h}.{base}", p) for a, h, p in named if not r.endpoint or r.endpoint == h), ttl)
+        return _ip_hits(r, svc.ports, svc.cluster_ips, base, ttl)
 
     def find_pods(self, r: RecordRequest, zone: str) -> list[Hit]:
         mode = self.opts.pods
@@ -261,34 +234,14 @@ class View:
             raise NameError_()
         ttl = self.opts.ttl
         base = f"{r.service}.{r.namespace}.svc.{zone}"
-        hits: list[Hit] = []
-        found = False
         if imp.type == "Headless" or r.endpoint:
-            for sl in sorted(self.store.mcs_slices(r.namespace, r.service), key=lambda s: s.name):
-                for ep in sl.endpoints:
-                    if not ep.ready:
-                        continue
-                    for addr in ep.addresses:
-                        host = endpoint_hostname(ep, addr, self.opts.endpoint_pod_names)
-                        if r.endpoint and (r.endpoint != host or r.cluster != sl.cluster):
-                            continue
-                        for p in sl.ports or (None,):
-                            if p is None and r.is_srv_form:
-                                continue
-                            if p is not None and not _port_match(r, p.name, p.protocol):
-                                continue
-                            found = True
-                            hits.append(Hit(addr, p.port if p else -1, f"{host}.{sl.cluster}.{base}", ttl))
-        else:
-            for p in imp.ports:
-                if not _port_match(r, p.name, p.protocol):
-                    continue
-                found = True
-                for ip in imp.ips:
-                    hits.append(Hit(ip, p.port, base, ttl))
-        if not found:
-            raise NameError_()
-        return hits
+            items = []
+            for ep, addr, sl in _ready(self.store.mcs_slices(r.namespace, r.service), merge=False):
+                host = endpoint_hostname(ep, addr, self.opts.endpoint_pod_names)
+                if not r.endpoint or (r.endpoint == host and r.cluster == sl.cluster):
+                    items.append((addr, f"{host}.{sl.cluster}.{base}", sl.ports))
+            return _endpoint_hits(r, items, ttl)
+        return _ip_hits(r, imp.ports, imp.ips, base, ttl)
 
     def find_zonal(self, r: RecordRequest, zone: str) -> list[Hit]:
         svc = self.store.service(r.namespace, r.service)
@@ -306,6 +259,48 @@ class View:
         if local or r.zone_mode == "pin":
             return local
         return every
+
+
+def _ready(slices: Iterable[EndpointSlice], merge: bool) -> Iterable[tuple[Endpoint, str, EndpointSlice]]:
+    """Ready (endpoint, address, slice) in slice-name order; ``merge`` drops repeats across slices."""
+    seen: set[tuple[str, str]] = set()
+    for sl in sorted(slices, key=lambda s: s.name):
+        for ep in sl.endpoints:
+            if not ep.ready:
+                continue
+            for addr in ep.addresses:
+                if merge:
+                    if (addr, ep.hostname) in seen:
+                        continue
+                    seen.add((addr, ep.hostname))
+                yield ep, addr, sl
+
+
+def _endpoint_hits(r: RecordRequest, items: Iterable[tuple[str, str, tuple]], ttl: int) -> list[Hit]:
+    """(address, name, ports) → hits per matching port (port -1 when the slice has none)."""
+    hits = []
+    for addr, target, ports in items:
+        for p in ports or (None,):
+            if p is None and r.is_srv_form:
+                continue
+            if p is not None and not _port_match(r, p.name, p.protocol):
+                continue
+            hits.append(Hit(addr, p.port if p else -1, target, ttl))
+    if not hits:
+        raise NameError_()
+    return hits
+
+
+def _ip_hits(r: RecordRequest, ports: Iterable[Port], ips: Iterable[str], target: str, ttl: int) -> list[Hit]:
+    """Cluster IPs × matching ports; NXDOMAIN when no port matches (as CoreDNS)."""
+    hits, found = [], False
+    for p in ports:
+        if _port_match(r, p.name, p.protocol):
+            found = True
+            hits.extend(Hit(ip, p.port, target, ttl) for ip in ips)
+    if not found:
+        raise NameError_()
+    return hits
 
 
 def _port_match(r: RecordRequest, name: str, protocol: str) -> bool:
