@@ -109,3 +109,28 @@ def test_answers_through_uncacheable_resolvers_are_not_cached():
     ask(f, "x.example.org")
     ask(f, "x.example.org")
     assert len(calls) == 2  # the second resolver has no cache_version: never cached
+
+
+def test_large_axfr_spans_several_tcp_messages():
+    from kubernetai.plugins.transfer import TransferResolver
+
+    store = ClusterStore(clock=lambda: 1.0)
+    add(store, namespace("ns"))
+    for i in range(3000):
+        add(store, service(f"svc-with-a-long-name-{i}", "ns", ip=f"10.96.{i // 250}.{i % 250}", ports=[("http", "TCP", 80)]))
+    k8s = KubernetesResolver(KubernetesOptions(zones=("cluster.local.",)), store, ("192.0.2.53",))
+    xfr = TransferResolver(("cluster.local.",), ["*"])
+    block_chain = chain([xfr, k8s])
+    xfr.upstream = block_chain
+    f = KubeDNSServerFactory(blocks=[Block((".",), block_chain)])
+    q = dns.message.make_query("cluster.local", "AXFR")
+    out = result(f.handle_packet(q.to_wire(), ("127.0.0.1", 9), "tcp"))
+    assert isinstance(out, list) and len(out) > 1
+    messages = [dns.message.from_wire(m, xfr=True) for m in out]
+    assert all(len(m) <= 65535 for m in out) and all(m.id == q.id for m in messages)
+    records = [rd for m in messages for rrset in m.answer for rd in rrset]
+    assert len(records) == 1 + 1 + 1 + 3000 * 3 + 1  # SOA, NS, glue, (A, SRV, _http SRV) per service, SOA
+    assert messages[0].answer[0].rdtype == 6 and messages[-1].answer[-1].rdtype == 6
+    # Over UDP the same request is refused.
+    udp = dns.message.from_wire(result(f.handle_packet(q.to_wire(), ("127.0.0.1", 9), "udp")))
+    assert udp.rcode() == dns.rcode.REFUSED
