@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import attrs
 
@@ -24,6 +24,9 @@ __all__ = [
     "parse_text",
     "parse_file",
 ]
+
+# Whether a name is a registered directive ("unknown directive" otherwise).
+DirectiveCheck = Callable[[str], bool]
 
 MAX_SNIPPET_EXPANSIONS = 10_000
 MAX_FILE_EXPANSIONS = 100_000
@@ -168,7 +171,7 @@ class _Parser:
         self,
         tokens: list[Token],
         file: str,
-        is_directive: "DirectiveCheck",
+        is_directive: DirectiveCheck,
         environ: Mapping[str, str],
     ) -> None:
         self.tokens = tokens
@@ -407,10 +410,6 @@ class _Parser:
         return out
 
 
-class DirectiveCheck:  # pragma: no cover - typing helper only
-    def __call__(self, name: str) -> bool: ...
-
-
 def _same_line(prev: Token, cur: Token) -> bool:
     return prev.file == cur.file and prev.origin == cur.origin and prev.end_line >= cur.line
 
@@ -461,7 +460,7 @@ def _build(tokens: Sequence[Token], i: int) -> tuple[Directive, int]:
 def parse_text(
     text: str,
     file: str,
-    is_directive: "DirectiveCheck",
+    is_directive: DirectiveCheck,
     environ: Mapping[str, str] | None = None,
 ) -> list[ServerBlock]:
     """Parse Corefile text into server blocks (keys not yet normalised)."""
@@ -472,7 +471,7 @@ def parse_text(
 
 def parse_file(
     path: str,
-    is_directive: "DirectiveCheck",
+    is_directive: DirectiveCheck,
     environ: Mapping[str, str] | None = None,
 ) -> list[ServerBlock]:
     """Read and parse a Corefile; a missing file is a CorefileError too."""

@@ -286,10 +286,6 @@ class Connection:
     tls: TLSFiles | None
     name: str
 
-    @property
-    def https(self) -> bool:
-        return self.base_url.startswith("https://")
-
     def policy(self) -> ClusterTLSPolicy:
         return ClusterTLSPolicy(self.tls or TLSFiles(), self.auth)
 

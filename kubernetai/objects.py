@@ -30,7 +30,6 @@ __all__ = [
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MCS_SERVICE_NAME_LABEL = "multicluster.kubernetes.io/service-name"
 MCS_CLUSTER_LABEL = "multicluster.kubernetes.io/source-cluster"
-ZONE_LABEL = "topology.kubernetes.io/zone"
 
 _intern = sys.intern
 

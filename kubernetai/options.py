@@ -55,10 +55,6 @@ class KubernetesOptions:
     zonal: bool = False
     manifests: tuple[str, ...] = ()  # a snapshot cluster instead of an API server
 
-    @property
-    def watch_pods(self) -> bool:
-        return self.pods == "verified" or self.endpoint_pod_names
-
     def connection_name(self) -> str:
         """How logs name this stanza's cluster (never a credential)."""
         if self.manifests:
