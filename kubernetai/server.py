@@ -205,7 +205,7 @@ class KubeDNSServerFactory(DNSServerFactory):
         self.max_tcp_connections = max_tcp_connections
         self._zones = {z: b for b in reversed(self.blocks) for z in b.zones}
         self._held: list | None = None
-        self._cache: dict[tuple[str, bytes], _Cached] = {}
+        self._cache: dict[tuple[str, bytes], _Cached] = {}  # (proto, wire.cache_key) → answer
 
     # ---------------------------------------------------------- start-up gate
     MAX_HELD = 10000
@@ -250,7 +250,8 @@ class KubeDNSServerFactory(DNSServerFactory):
 
     def _handle(self, data: bytes, address: tuple, proto: str) -> defer.Deferred:
         start = self._now()
-        cached = self._cache.get((proto, data[2:])) if len(data) >= 12 else None
+        key = wire.cache_key(data)
+        cached = self._cache.get((proto, key)) if key is not None else None
         if cached is not None and cached.valid():
             out = data[:2] + cached.body
             if cached.block.observers:
@@ -287,16 +288,17 @@ class KubeDNSServerFactory(DNSServerFactory):
         finally:
             request_info.reset(token)
         d.addBoth(self._respond, req, block, address, proto, start)
-        d.addCallback(self._remember, data, proto, info.trace, block, req)
+        if key is not None:
+            d.addCallback(self._remember, key, proto, info.trace, block, req)
         return d
 
-    def _remember(self, out: object, data: bytes, proto: str, trace: Trace, block: "Block", req: wire.Request) -> object:
+    def _remember(self, out: object, key: bytes, proto: str, trace: Trace, block: "Block", req: wire.Request) -> object:
         """Keep an answer that only cacheable resolvers produced."""
         if isinstance(out, bytes) and trace.cacheable and trace.versions and req.question.type not in (dns.AXFR, dns.IXFR):
             if len(self._cache) >= self.MAX_CACHED:
                 self._cache.clear()
             b3, b4, an = out[2], out[3], int.from_bytes(out[6:8], "big")
-            self._cache[(proto, data[2:])] = _Cached(
+            self._cache[(proto, key)] = _Cached(
                 out[2:], tuple(trace.versions), block, b4 & 0xF, bool(b3 & 0x04), bool(b3 & 0x02), an
             )
         return out

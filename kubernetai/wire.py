@@ -147,6 +147,35 @@ def _remember_target(comp: "_Compression", target: bytes, end: int) -> None:
         offset += len(labels[i]) + 1
 
 
+def cache_key(data: bytes) -> bytes | None:
+    """The query bytes after the ID, minus EDNS options (cookies differ per client).
+
+    None for anything but one question and at most one additional record
+    (the OPT), which is never cached.  The options do not change our
+    answer: we echo none of them.
+    """
+    if len(data) < HEADER.size or data[4:6] != b"\x00\x01" or data[6:10] != b"\x00\x00\x00\x00":
+        return None
+    arcount = data[10:12]
+    i = HEADER.size
+    n = len(data)
+    while i < n and data[i] != 0:  # the question name, uncompressed in queries
+        if data[i] & 0xC0:
+            return None
+        i += data[i] + 1
+    end = i + 5  # root label, qtype, qclass
+    if end > n:
+        return None
+    if arcount == b"\x00\x00":
+        return data[2:end] if end == n else None
+    # One OPT: root name, type 41, class (payload), ttl (ext rcode, version, DO), rdlength, options.
+    if arcount != b"\x00\x01" or n < end + 11 or data[end] != 0 or data[end + 1 : end + 3] != b"\x00\x29":
+        return None
+    if end + 11 + int.from_bytes(data[end + 9 : end + 11], "big") != n:
+        return None  # the OPT's length does not add up: let the full parser judge it
+    return data[2 : end + 9]
+
+
 def _opt_bytes(rcode: int, dnssec_ok: bool) -> bytes:
     opt = dns._OPTHeader(
         udpPayloadSize=EDNS_PAYLOAD,

@@ -134,3 +134,39 @@ def test_large_axfr_spans_several_tcp_messages():
     # Over UDP the same request is refused.
     udp = dns.message.from_wire(result(f.handle_packet(q.to_wire(), ("127.0.0.1", 9), "udp")))
     assert udp.rcode() == dns.rcode.REFUSED
+
+
+def test_edns_cookies_share_one_entry_and_are_not_echoed():
+    import dns.edns
+    import os as _os
+
+    f, store, _ = rig()
+    add(store, namespace("ns"))
+    add(store, service("web", "ns"))
+    synced(store)
+    for _ in range(3):
+        cookie = dns.edns.GenericOption(dns.edns.OptionType.COOKIE, _os.urandom(8))
+        r = ask(f, "web.ns.svc.cluster.local", use_edns=0, options=[cookie])
+        assert r.answer[0][0].address == "10.96.0.10" and not r.options
+    assert Counting.calls == 1
+
+
+def test_cache_key_refuses_what_it_cannot_read():
+    from kubernetai.wire import cache_key
+
+    q = dns.message.make_query("web.ns.svc.cluster.local", "A").to_wire()
+    assert cache_key(q) == q[2:]
+    assert cache_key(q + b"x") is None  # trailing bytes
+    assert cache_key(q[:-1]) is None  # cut short
+    assert cache_key(q[:12]) is None
+    two = bytearray(q)
+    two[5] = 2
+    assert cache_key(bytes(two)) is None
+
+
+def test_cache_key_checks_the_opt_length():
+    from kubernetai.wire import cache_key
+
+    q = dns.message.make_query("web.ns.svc.cluster.local", "A", use_edns=0).to_wire()
+    assert cache_key(q) is not None
+    assert cache_key(q + b"\x00") is None
