@@ -170,3 +170,28 @@ def test_cache_key_checks_the_opt_length():
     q = dns.message.make_query("web.ns.svc.cluster.local", "A", use_edns=0).to_wire()
     assert cache_key(q) is not None
     assert cache_key(q + b"\x00") is None
+
+
+def test_transfer_and_hosts_do_not_prevent_caching(tmp_path):
+    from kubernetai.build import load_text
+
+    hosts = tmp_path / "hosts"
+    hosts.write_text("10.0.0.1 gw.example.org\n")
+    plan = load_text(f""". {{
+ transfer {{
+  to *
+ }}
+ hosts {hosts} example.org {{
+  reload 0
+ }}
+ kubernetai cluster.local {{
+  manifests {tmp_path}/none.yaml
+ }}
+}}""", 53, task.Clock())
+    f = KubeDNSServerFactory(blocks=[plan.blocks[0].block], clock=task.Clock())
+    ask(f, "gw.example.org")
+    assert len(f._cache) == 1
+    hosts_resolver = plan.blocks[0].block.resolver.resolvers[1]
+    hosts.write_text("10.0.0.2 gw.example.org\n" + "#" * 10)
+    hosts_resolver.reload()  # a new table: the cached answer is stale
+    assert ask(f, "gw.example.org").answer[0][0].address == "10.0.0.2"

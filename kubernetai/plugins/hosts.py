@@ -75,6 +75,7 @@ class HostsResolver(common.ResolverBase):
     reverse: bool = True
     fallthrough: Fallthrough = Fallthrough()
     table: HostsTable = attrs.Factory(HostsTable)
+    version: int = 0  # bumped whenever the table is replaced
     _stamp: tuple | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -106,7 +107,12 @@ class HostsResolver(common.ResolverBase):
             table.add(ip, names)
         table.add_lines(text)
         self.table = table
+        self.version += 1
         self._stamp = stamp if stamp is not None else ()
+
+    def cache_version(self) -> int:
+        """Our answers depend only on the current table (replaced on each reload)."""
+        return self.version
 
     def _lookup(self, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
         qname = name.decode("ascii", "replace") + "."

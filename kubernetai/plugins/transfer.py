@@ -29,6 +29,10 @@ class TransferResolver(common.ResolverBase):
         self.allowed = allowed  # networks, or "*"
         self.upstream: Any = None  # the block's chain, to find transferers
 
+    def cache_version(self) -> tuple:
+        """Other query types just pass through us (and transfers are never cached)."""
+        return ()
+
     def permits(self, host: str) -> bool:
         if "*" in self.allowed:
             return True
