@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import attrs
 from twisted.application.service import MultiService
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from kubernetai.kubeapi import ApiClient
 from kubernetai.kubeconfig import Connection
@@ -16,6 +17,8 @@ from kubernetai.store import ClusterStore
 from kubernetai.watch import ResourceSpec, Watcher
 
 __all__ = ["resource_specs", "Stanza"]
+
+log = Logger()
 
 
 def resource_specs(opts: KubernetesOptions) -> list[ResourceSpec]:
@@ -69,25 +72,31 @@ class Stanza:
         return self.store.synced
 
     def wait_synced(self, reactor: Any) -> defer.Deferred:
-        """Fires True once synced, or False after ``startup_timeout``."""
+        """Fires True once synced, or False after ``startup_timeout``.
+
+        Either way, the first sync is logged with the object counts when it
+        happens (later, for a cluster that was down at start-up).
+        """
         d: defer.Deferred = defer.Deferred()
-        if self.store.synced:
-            d.callback(True)
-            return d
         deadline = reactor.seconds() + self.opts.startup_timeout
 
         def check() -> None:
-            if d.called:
-                return
             if self.store.synced:
-                d.callback(True)
-            elif reactor.seconds() >= deadline:
+                self._announce()
+                if not d.called:
+                    d.callback(True)
+                return
+            if not d.called and reactor.seconds() >= deadline:
                 d.callback(False)
-            else:
-                reactor.callLater(0.02, check)
+            if self.feeders.running or not d.called:
+                reactor.callLater(0.02 if not d.called else 0.5, check)
 
         reactor.callLater(0, check)
         return d
+
+    def _announce(self) -> None:
+        counts = ", ".join(f"{n} {kind}s" for kind, n in self.store.counts().items() if n)
+        log.info("{name}: synced ({counts})", name=self.opts.name(), counts=counts or "no objects")
 
     def status(self) -> dict:
         watchers = [w for w in self.feeders if isinstance(w, Watcher)]
