@@ -195,3 +195,23 @@ def test_transfer_and_hosts_do_not_prevent_caching(tmp_path):
     hosts.write_text("10.0.0.2 gw.example.org\n" + "#" * 10)
     hosts_resolver.reload()  # a new table: the cached answer is stale
     assert ask(f, "gw.example.org").answer[0][0].address == "10.0.0.2"
+
+
+# ------------------------------------------------------------------ fuzzing the cache path
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from .test_server import mutated  # noqa: E402
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.binary(max_size=300), mutated()), st.sampled_from(["udp", "tcp"]))
+def test_any_packet_twice_gives_the_same_answer(packet, proto):
+    f, store, _ = rig()
+    add(store, namespace("ns"))
+    add(store, service("web", "ns"))
+    synced(store)
+    first = result(f.handle_packet(packet, ("127.0.0.1", 1), proto))
+    second = result(f.handle_packet(packet, ("127.0.0.1", 1), proto))
+    assert first == second
