@@ -325,7 +325,6 @@ def _from_kubeconfig(path: str, context: str, reactor: Any) -> Connection:
         loader._load_cluster_info()  # CA and client cert/key as files (inline data → temp files)
     except ConfigException as e:
         raise ConfigError(f"{name}: {e}") from None
-    cluster = loader._cluster
     user = loader._user or {}
     if loader.__dict__.get("verify_ssl") is False:
         raise ConfigError(f"{name}: insecure-skip-tls-verify is set; kubernetai always verifies the API server")

@@ -41,6 +41,29 @@ def free_port() -> int:
 
 
 @pytest.fixture
+def dns_upstream():
+    """Start loopback DNS servers answering from a records table; yields a starter returning the port."""
+    from twisted.internet import reactor
+
+    from kubernetai.server import Block, KubeDNSServerFactory, chain
+
+    from .test_server import TableResolver
+
+    ports = []
+
+    def start(zone: str, records: dict) -> int:
+        factory = KubeDNSServerFactory(blocks=[Block((".",), chain([TableResolver(zone, records)]))])
+        udp = reactor.listenUDP(0, factory.datagram_protocol(), interface="127.0.0.1")
+        tcp = reactor.listenTCP(udp.getHost().port, factory, interface="127.0.0.1")
+        ports.extend([udp, tcp])
+        return udp.getHost().port
+
+    yield start
+    for p in ports:
+        p.stopListening()
+
+
+@pytest.fixture
 def any_directive():
     """A directive check that accepts every name (grammar tests)."""
     return lambda name: name != "unknownthing"

@@ -6,7 +6,6 @@ The https cases run against the fake API server over real TLS on 127.0.0.1.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import stat
 import sys
@@ -15,7 +14,7 @@ import pytest
 import pytest_twisted
 import yaml
 from twisted.internet import defer, reactor, task
-from twisted.logger import LogLevel, globalLogPublisher, formatEvent
+from twisted.logger import formatEvent, globalLogPublisher
 
 from kubernetai import kubeconfig
 from kubernetai.kubeconfig import ConfigError, ExecAuth, TokenFileAuth, connection_for

@@ -16,11 +16,9 @@ from twisted.internet import defer, reactor, task, threads
 from twisted.names import dns as tdns
 
 from kubernetai.build import KubernetaiService, load_text
-from kubernetai.server import Block, KubeDNSServerFactory, chain
 
 from .conftest import free_port
 from .fakeapi import FakeCluster, listen, namespace, pod, service, slice_
-from .test_server import TableResolver
 
 
 class Clusters:
@@ -178,15 +176,8 @@ def test_readme_local_and_remote_cluster_same_zone(clusters):
 
 
 @pytest.fixture
-def upstream():
-    factory = KubeDNSServerFactory(blocks=[Block((".",), chain([TableResolver("cluster.local.", {
-        ("elsewhere.default.svc.cluster.local", tdns.A): [tdns.Record_A("192.0.2.99", 5)],
-    })]))])
-    udp = reactor.listenUDP(0, factory.datagram_protocol(), interface="127.0.0.1")
-    tcp = reactor.listenTCP(udp.getHost().port, factory, interface="127.0.0.1")
-    yield udp.getHost().port
-    udp.stopListening()
-    tcp.stopListening()
+def upstream(dns_upstream):
+    return dns_upstream("cluster.local.", {("elsewhere.default.svc.cluster.local", tdns.A): [tdns.Record_A("192.0.2.99", 5)]})
 
 
 @pytest_twisted.inlineCallbacks

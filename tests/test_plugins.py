@@ -16,10 +16,10 @@ from kubernetai import outcome
 from kubernetai.build import KubernetaiService, load_text
 from kubernetai.plugins import errors as errors_plugin
 from kubernetai.plugins import log as log_plugin
-from kubernetai.server import Block, KubeDNSServerFactory, QueryEvent, chain
+from kubernetai.server import KubeDNSServerFactory, QueryEvent
 
 from .conftest import free_port, result, success
-from .test_server import RECORDS, TableResolver
+from .test_server import RECORDS
 
 
 def event(**kw) -> QueryEvent:
@@ -142,14 +142,9 @@ def test_hosts_file_is_reloaded_when_it_changes(tmp_path):
 
 
 @pytest.fixture
-def upstream():
+def upstream(dns_upstream):
     """A DNS server on 127.0.0.1 answering example.test from RECORDS."""
-    factory = KubeDNSServerFactory(blocks=[Block(("example.test.",), chain([TableResolver("example.test.", RECORDS)]))])
-    udp = reactor.listenUDP(0, factory.datagram_protocol(), interface="127.0.0.1")
-    tcp = reactor.listenTCP(udp.getHost().port, factory, interface="127.0.0.1")
-    yield udp.getHost().port
-    udp.stopListening()
-    tcp.stopListening()
+    return dns_upstream("example.test.", RECORDS)
 
 
 def forward_factory(port, options=""):

@@ -5,23 +5,17 @@ from __future__ import annotations
 import dns.message
 import dns.query
 import pytest_twisted
-from twisted.internet import defer, reactor, threads
+from twisted.internet import reactor, threads
 from twisted.names import dns as tdns
 
 from kubernetai.build import KubernetaiService, load_text
-from kubernetai.server import Block, KubeDNSServerFactory, chain
 
 from .fakeapi import FakeCluster, listen, namespace, service
-from .test_server import TableResolver
 
 
 @pytest_twisted.inlineCallbacks
-def test_external_name_is_chased_through_forward():
-    upstream = KubeDNSServerFactory(blocks=[Block(("example.test.",), chain([TableResolver("example.test.", {
-        ("ext.example.test", tdns.A): [tdns.Record_A("192.0.2.10", 5)],
-    })]))])
-    up_udp = reactor.listenUDP(0, upstream.datagram_protocol(), interface="127.0.0.1")
-    up_tcp = reactor.listenTCP(up_udp.getHost().port, upstream, interface="127.0.0.1")
+def test_external_name_is_chased_through_forward(dns_upstream):
+    up = dns_upstream("example.test.", {("ext.example.test", tdns.A): [tdns.Record_A("192.0.2.10", 5)]})
     cluster = FakeCluster()
     cluster.load([namespace("ns"), service("ext", "ns", type="ExternalName", external_name="ext.example.test"),
                   service("gone", "ns", type="ExternalName", external_name="missing.example.test")])
@@ -31,7 +25,7 @@ def test_external_name_is_chased_through_forward():
     kubernetai cluster.local {{
         endpoint http://127.0.0.1:{api.getHost().port}
     }}
-    forward example.test 127.0.0.1:{up_udp.getHost().port}
+    forward example.test 127.0.0.1:{up}
 }}"""
     svc = KubernetaiService(load_text(text, 53, reactor), reactor)
     svc.startService()
@@ -49,5 +43,3 @@ def test_external_name_is_chased_through_forward():
         yield svc.stopService()
         yield api.stopListening()
         cluster.drop_watches()
-        yield up_udp.stopListening()
-        yield up_tcp.stopListening()

@@ -9,7 +9,6 @@ default line is CoreDNS's::
 from __future__ import annotations
 
 import re
-from typing import Callable
 
 import attrs
 from twisted.logger import Logger
