@@ -19,6 +19,7 @@ from kubernetai.objects import Endpoint, EndpointSlice, Port, Service
 from kubernetai.options import KubernetesOptions
 from kubernetai.rr import soa
 from kubernetai.store import ClusterStore
+from kubernetai.zones import is_subdomain
 
 __all__ = ["Answer", "Hit", "answer", "DNS_SCHEMA_VERSION", "endpoint_hostname"]
 
@@ -326,7 +327,7 @@ def _addresses(view: View, qname: str, zone: str, qtype: int, hits: Sequence[Hit
             if target.lower() == qname.lower() or depth > 7:
                 continue
             cname = _rr(qname, dns.CNAME, h.ttl, dns.Record_CNAME(_name(target), h.ttl))
-            if target.lower().endswith(zone.lower()) and (zone == "." or target.lower() == zone.lower() or target.lower().endswith("." + zone.lower())):
+            if is_subdomain(target.lower(), zone.lower()):
                 try:
                     more, more_chase = _addresses(view, target, zone, qtype, view.records(target, zone), depth + 1)
                 except NameError_:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from twisted.internet import defer
 from twisted.names import common, dns
 
-from kubernetai import outcome
+from kubernetai import outcome, xfr
 from kubernetai.options import KubernetesOptions
 from kubernetai.records import View, answer, negative_soa
 from kubernetai.rr import owner_zone
@@ -76,9 +76,7 @@ class KubernetesResolver(common.ResolverBase):
 
     def transfer(self, zone: str, serial: int | None = None) -> list | None:
         """AXFR records of ``zone`` (as the query spells it), or None if not ours."""
-        from kubernetai.xfr import transfer
-
-        return transfer(self.view, zone, serial)
+        return xfr.transfer(self.view, zone, serial)
 
     @defer.inlineCallbacks
     def _chase(self, result: tuple, targets: Sequence[str], type: int) -> Any:

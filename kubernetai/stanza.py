@@ -78,20 +78,15 @@ class Stanza:
         happens (later, for a cluster that was down at start-up).
         """
         d: defer.Deferred = defer.Deferred()
-        deadline = reactor.seconds() + self.opts.startup_timeout
 
-        def check() -> None:
-            if self.store.synced:
-                self._announce()
-                if not d.called:
-                    d.callback(True)
-                return
-            if not d.called and reactor.seconds() >= deadline:
-                d.callback(False)
-            if self.feeders.running or not d.called:
-                reactor.callLater(0.02 if not d.called else 0.5, check)
+        def synced() -> None:
+            self._announce()
+            if not d.called:
+                timeout.cancel()
+                d.callback(True)
 
-        reactor.callLater(0, check)
+        timeout = reactor.callLater(self.opts.startup_timeout, lambda: d.called or d.callback(False))
+        self.store.when_synced(synced)
         return d
 
     def _announce(self) -> None:

@@ -45,6 +45,8 @@ class ClusterStore:
     last_modified: float = 0.0
     last_sync: float = 0.0
     listeners: list[Callable[["ClusterStore"], None]] = attrs.Factory(list)
+    # Called once each, when the store first becomes synced.
+    sync_waiters: list[Callable[[], None]] = attrs.Factory(list)
 
     # ------------------------------------------------------------ reads
     def service(self, namespace: str, name: str) -> Service | None:
@@ -95,6 +97,21 @@ class ClusterStore:
     def begin_relist(self, scope: Scope) -> "Relist":
         """Page-by-page relist: feed pages, then ``finish()`` drops the rest."""
         return Relist(self, scope)
+
+    def when_synced(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the store is synced (now, if it already is)."""
+        if self.synced:
+            callback()
+        else:
+            self.sync_waiters.append(callback)
+
+    def _scope_synced(self, scope: Scope) -> None:
+        self.synced_scopes.add(scope)
+        self.last_sync = self.clock()
+        if self.sync_waiters and self.synced:
+            waiters, self.sync_waiters = self.sync_waiters, []
+            for callback in waiters:
+                callback()
 
     def touch_sync(self) -> None:
         self.last_sync = self.clock()
@@ -188,7 +205,6 @@ class Relist:
         changed = False
         for key in stale:
             changed |= store._delete(kind, key)
-        store.synced_scopes.add(self.scope)
-        store.last_sync = store.clock()
         if changed:
             store._changed()
+        store._scope_synced(self.scope)

@@ -212,6 +212,8 @@ class Watcher(Service):
                 if self.rv is None:
                     self.rv = yield self._list()
                     self._state("synced")
+                    if not self.running:  # stopped while the list finished (e.g. by a sync callback)
+                        return
                 yield self._watch()
                 self.backoff.reset()
                 self.gone_in_a_row = 0
@@ -316,6 +318,11 @@ class Watcher(Service):
             raise
         stream = _EventStream(self._event, self.clock, self.idle_timeout)
         self._current = stream
+        if not self.running:  # stopped while the headers were on their way
+            resp.deliverBody(stream)
+            stream.stop()
+            yield stream.done.addErrback(lambda f: None)
+            return
         self._state("watching")
         resp.deliverBody(stream)
         try:

@@ -49,7 +49,10 @@ def api(pki):
     cluster.drop_watches()
 
 
-def kubeconfig_file(tmp_path, server, user, cluster_extra=None, name="ctx"):
+def kubeconfig_file(tmp_path, server, user, cluster_extra=None, name="ctx", ca_pem=None):
+    """A kubeconfig whose cluster trusts ca.crt beside it (written from ``ca_pem``)."""
+    if ca_pem is not None:
+        (tmp_path / "ca.crt").write_bytes(ca_pem)
     cfg = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -84,12 +87,11 @@ def opts(**kw):
 def test_kubeconfig_client_certificate_inline_data(tmp_path, pki, api):
     cluster, start = api
     port = start(require_client=True)
-    (tmp_path / "ca.crt").write_bytes(pki["ca"].pem)
     user = {
         "client-certificate-data": base64.b64encode(pki["client"].cert).decode(),
         "client-key-data": base64.b64encode(pki["client"].key).decode(),
     }
-    path = kubeconfig_file(tmp_path, f"https://127.0.0.1:{port}", user)
+    path = kubeconfig_file(tmp_path, f"https://127.0.0.1:{port}", user, ca_pem=pki["ca"].pem)
     ok, stanza = yield synced_stanza(opts(kubeconfig=path, context="ctx"))
     assert ok and stanza.store.service("default", "web") is not None
     assert stanza.connection.name == f"kubeconfig {path} context ctx"
@@ -100,8 +102,7 @@ def test_kubeconfig_token(tmp_path, pki, api):
     cluster, start = api
     cluster.token = "s3cret-token"
     port = start(require_client=False)
-    (tmp_path / "ca.crt").write_bytes(pki["ca"].pem)
-    path = kubeconfig_file(tmp_path, f"https://127.0.0.1:{port}", {"token": "s3cret-token"})
+    path = kubeconfig_file(tmp_path, f"https://127.0.0.1:{port}", {"token": "s3cret-token"}, ca_pem=pki["ca"].pem)
     ok, stanza = yield synced_stanza(opts(kubeconfig=path, context="ctx"))
     assert ok
     assert {h.get("authorization") for _, _, h in cluster.requests} == {"Bearer s3cret-token"}
@@ -113,10 +114,9 @@ def test_kubeconfig_token_file_rotation_after_401(tmp_path, pki, api):
     cluster, start = api
     cluster.token = "first"
     port = start(require_client=False)
-    (tmp_path / "ca.crt").write_bytes(pki["ca"].pem)
     token = tmp_path / "token"
     token.write_text("first\n")
-    path = kubeconfig_file(tmp_path, f"https://127.0.0.1:{port}", {"tokenFile": "token"})
+    path = kubeconfig_file(tmp_path, f"https://127.0.0.1:{port}", {"tokenFile": "token"}, ca_pem=pki["ca"].pem)
     conn = connection_for(opts(kubeconfig=path, context="ctx"), reactor)
     assert (yield conn.auth.header()) == b"Bearer first"
     # Rotation: the server now wants the new token; the file changes the same second.
@@ -183,10 +183,9 @@ def test_kubeconfig_exec_plugin(tmp_path, pki, api):
     cluster, start = api
     cluster.token = "from-exec-x"
     port = start(require_client=False)
-    (tmp_path / "ca.crt").write_bytes(pki["ca"].pem)
     runs = exec_plugin(tmp_path, "from-exec", expiry_seconds=3600)
     user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "./cred-plugin", "env": [{"name": "EXTRA", "value": "-x"}], "interactiveMode": "Never"}}
-    path = kubeconfig_file(tmp_path, f"https://127.0.0.1:{port}", user)
+    path = kubeconfig_file(tmp_path, f"https://127.0.0.1:{port}", user, ca_pem=pki["ca"].pem)
     ok, _ = yield synced_stanza(opts(kubeconfig=path, context="ctx"))
     assert ok
     assert open(runs).read() == "1"  # cached until shortly before it expires
@@ -248,8 +247,7 @@ def test_credentials_never_reach_the_log(tmp_path, pki, api):
     cluster, start = api
     cluster.token = "the-right-one"
     port = start(require_client=False)
-    (tmp_path / "ca.crt").write_bytes(pki["ca"].pem)
-    path = kubeconfig_file(tmp_path, f"https://127.0.0.1:{port}", {"token": "TOPSECRET-token-value"})
+    path = kubeconfig_file(tmp_path, f"https://127.0.0.1:{port}", {"token": "TOPSECRET-token-value"}, ca_pem=pki["ca"].pem)
     events = []
     globalLogPublisher.addObserver(events.append)
     try:
@@ -262,8 +260,7 @@ def test_credentials_never_reach_the_log(tmp_path, pki, api):
 
 
 def test_insecure_skip_tls_verify_is_refused(tmp_path, pki):
-    (tmp_path / "ca.crt").write_bytes(pki["ca"].pem)
-    path = kubeconfig_file(tmp_path, "https://127.0.0.1:6443", {"token": "x"}, {"insecure-skip-tls-verify": True})
+    path = kubeconfig_file(tmp_path, "https://127.0.0.1:6443", {"token": "x"}, {"insecure-skip-tls-verify": True}, ca_pem=pki["ca"].pem)
     with pytest.raises(ConfigError, match="insecure-skip-tls-verify"):
         connection_for(opts(kubeconfig=path, context="ctx"), reactor)
 
@@ -271,8 +268,7 @@ def test_insecure_skip_tls_verify_is_refused(tmp_path, pki):
 def test_missing_kubeconfig_and_unknown_context(tmp_path, pki):
     with pytest.raises(ConfigError, match="does not exist"):
         connection_for(opts(kubeconfig=str(tmp_path / "nope")), reactor)
-    (tmp_path / "ca.crt").write_bytes(pki["ca"].pem)
-    path = kubeconfig_file(tmp_path, "https://127.0.0.1:6443", {"token": "x"})
+    path = kubeconfig_file(tmp_path, "https://127.0.0.1:6443", {"token": "x"}, ca_pem=pki["ca"].pem)
     with pytest.raises(ConfigError, match="missing"):
         connection_for(opts(kubeconfig=path, context="nosuchcontext"), reactor)
 

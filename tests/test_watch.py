@@ -320,3 +320,12 @@ def test_max_inflight_caps_concurrent_requests(rig):
     assert len(r.cluster.requests) == 2
     d1.addErrback(lambda f: None)
     assert result(d2).code == 200
+
+
+def test_stop_from_a_sync_callback_leaves_no_watch_behind(rig):
+    # The store's sync callbacks run inside the list; a stop there must not start the watch.
+    r = rig([service("a")])
+    r.store.when_synced(lambda: r.watcher.stopService())
+    r.start()
+    assert r.store.synced
+    assert r.requests(watch=True) == [] and not r.cluster.watches

@@ -16,6 +16,7 @@ every stanza knew the client.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.internet import defer
@@ -102,8 +103,7 @@ class AutopathResolver(common.ResolverBase):
     def _walk(self, name: bytes, qname: str, base: str, path: list[str], cls: int, type: int, timeout: object) -> Any:
         first: Any = None
         for i, suffix in enumerate(path):
-            new = f"{base}.{suffix}" if suffix else f"{base}."
-            new = new.replace("..", ".") if suffix == "." else new
+            new = f"{base}.{suffix}" if suffix not in ("", ".") else base
             try:
                 result = yield self.next.query(dns.Query(new.rstrip("."), type, cls), timeout)
             except Exception:
@@ -141,8 +141,6 @@ def setup(d: Directive, ctx: SetupContext) -> AutopathResolver:
             raise d.error(f"unknown plugin {source!r} for autopath (only @kubernetai)")
         resolver = AutopathResolver(zones, None, search_list(RESOLV_CONF))
     else:
-        import os
-
         path = source if os.path.isabs(source) else os.path.join(os.path.dirname(os.path.abspath(d.file)), source)
         if not os.path.exists(path):
             raise d.error(f"cannot read {source}: no such file")

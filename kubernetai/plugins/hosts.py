@@ -76,7 +76,9 @@ class HostsResolver(common.ResolverBase):
     fallthrough: Fallthrough = Fallthrough()
     table: HostsTable = attrs.Factory(HostsTable)
     version: int = 0  # bumped whenever the table is replaced
-    _stamp: tuple | None = None
+    _stamp: tuple | None = None  # (mtime, size, inode) of the file last read
+    _loaded: bool = False
+    _failing: bool = False
 
     def __attrs_post_init__(self) -> None:
         common.ResolverBase.__init__(self)
@@ -84,23 +86,23 @@ class HostsResolver(common.ResolverBase):
 
     def reload(self) -> None:
         """Re-read the file when its mtime/size changed; keep the old table on error."""
-        stamp = None
         text = ""
         if self.path:
             try:
                 st = os.stat(self.path)
                 stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-                if stamp == self._stamp:
+                if self._loaded and stamp == self._stamp:
                     return
                 with open(self.path, encoding="utf-8", errors="replace") as f:
                     text = f.read()
+                self._stamp, self._failing = stamp, False
             except OSError as e:
-                if self._stamp is not False:
+                if not self._failing:
                     log.warn("hosts: cannot read {path}: {error}", path=self.path, error=e.strerror)
-                self._stamp = False  # type: ignore[assignment]
+                self._stamp, self._failing = None, True
                 if self.table.v4 or self.table.v6:
                     return
-        elif self._stamp is not None:
+        elif self._loaded:
             return
         table = HostsTable()
         for ip, names in self.inline:
@@ -108,7 +110,7 @@ class HostsResolver(common.ResolverBase):
         table.add_lines(text)
         self.table = table
         self.version += 1
-        self._stamp = stamp if stamp is not None else ()
+        self._loaded = True
 
     def cache_version(self) -> int:
         """Our answers depend only on the current table (replaced on each reload)."""
