@@ -20,6 +20,7 @@ from twisted.logger import Logger
 
 from kubernetai.corefile import CorefileError, Directive, ServerBlock, parse_file, parse_text
 from kubernetai.directives import order_of, registry
+from kubernetai.listen import listen_udp_tcp
 from kubernetai.plugin import ServerContext, Setup, SetupContext
 from kubernetai.server import Block, KubeDNSServerFactory, chain
 from kubernetai.zones import ZoneError, dedupe, parse_server_key
@@ -208,21 +209,9 @@ class KubernetaiService(MultiService):
             factory.release()
 
     def _listen_pair(self, port: int, factory: KubeDNSServerFactory, interface: str) -> int:
-        """UDP and TCP on one port number.  For port 0, UDP picks and TCP
-        follows; if that number is taken for TCP, try another (bounded)."""
-        for attempt in range(20 if port == 0 else 1):
-            udp = self.reactor.listenUDP(port, factory.datagram_protocol(), interface=interface)
-            actual = udp.getHost().port
-            try:
-                tcp = self.reactor.listenTCP(actual, factory, interface=interface)
-            except CannotListenError:
-                udp.stopListening()
-                if port != 0 or attempt == 19:
-                    raise
-                continue
-            self.ports += [udp, tcp]
-            return actual
-        raise AssertionError("unreachable")
+        udp, tcp = listen_udp_tcp(self.reactor, port, factory.datagram_protocol(), factory, interface)
+        self.ports += [udp, tcp]
+        return udp.getHost().port
 
     def addresses(self) -> list[tuple[str, int]]:
         """The (address, port) pairs actually listened on."""

@@ -274,9 +274,22 @@ class FakeApi(resource.Resource):
         return server.NOT_DONE_YET
 
 
+class ApiSite(server.Site):
+    """The fake API's site; ``down`` closes every new connection at once.
+
+    An outage that keeps the port: closing the listener and binding the
+    same number again later would race with other processes on the machine.
+    """
+
+    down = False
+
+    def buildProtocol(self, addr: Any) -> Any:
+        return None if self.down else super().buildProtocol(addr)
+
+
 def listen(cluster: FakeCluster, port: int = 0, context_factory: Any = None, reactor: Any = global_reactor) -> Any:
-    """Serve on 127.0.0.1 (https when a context factory is given)."""
-    site = server.Site(FakeApi(cluster))
+    """Serve on 127.0.0.1 (https when a context factory is given); ``.factory`` is the ApiSite."""
+    site = ApiSite(FakeApi(cluster))
     site.noisy = False
     if context_factory is not None:
         return reactor.listenSSL(port, site, context_factory, interface="127.0.0.1")

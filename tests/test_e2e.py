@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from .conftest import free_port
+from .conftest import wait_for_log
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -32,21 +33,27 @@ def twistd(*args: str, cwd: Path) -> list[str]:
 
 
 class Server:
-    """A twistd kubernetai process; always stopped by the fixture."""
+    """A twistd kubernetai process on ports the OS picked (``:0``); always stopped by the fixture.
 
-    def __init__(self, corefile: Path, port: int):
-        self.port = port
+    ``port`` is its DNS port and ``http`` maps each health/ready listener's
+    name to its port, all read from its start-up log.
+    """
+
+    def __init__(self, corefile: Path):
         self.out = corefile.parent / "server.log"
         self.proc = subprocess.Popen(
             twistd("--config", str(corefile), cwd=corefile.parent),
             cwd=corefile.parent, env=env(), stdout=self.out.open("w"), stderr=subprocess.STDOUT,
         )
+        found = wait_for_log(self.out, r"listening on \S+ port (\d+) \(udp\+tcp\)", self.proc, within=20)
+        self.port = int(found.group(1))
+        self.http = {m[0]: int(m[1]) for m in re.findall(r"(http \S+) listening on port (\d+)", self.log())}
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited {self.proc.returncode}: {self.log()}")
             try:
-                dns.query.udp(dns.message.make_query("probe.invalid", "A"), "127.0.0.1", port=port, timeout=0.2)
+                dns.query.udp(dns.message.make_query("probe.invalid", "A"), "127.0.0.1", port=self.port, timeout=0.2)
                 return
             except (dns.exception.Timeout, OSError):
                 time.sleep(0.1)
@@ -74,10 +81,8 @@ def start(tmp_path):
         for name, body in (files or {}).items():
             (tmp_path / name).write_text(body)
         core = tmp_path / "Corefile"
-        core.write_text(text)
-        port = free_port()
-        core.write_text(text.replace("PORT", str(port)))
-        s = Server(core, port)
+        core.write_text(text.replace(":PORT", ":0"))
+        s = Server(core)
         servers.append(s)
         return s
 
@@ -198,9 +203,10 @@ def test_the_demo_corefile_answers_the_readme_examples(start, tmp_path):
 
     shutil.copytree(ROOT / "etc" / "demo", tmp_path, dirs_exist_ok=True)
     demo = (ROOT / "etc" / "demo" / "Corefile").read_text()
-    hp, rp = free_port(), free_port()
-    text = demo.replace(".:1053", ".:PORT").replace("127.0.0.1:8080", f"127.0.0.1:{hp}").replace("127.0.0.1:8181", f"127.0.0.1:{rp}")
+    # health and ready on one OS-picked port (they share a listener, as they would on one address)
+    text = demo.replace(".:1053", ".:PORT").replace("127.0.0.1:8080", "127.0.0.1:0").replace("127.0.0.1:8181", "127.0.0.1:0")
     s = start(text)
+    rp = s.http["http 127.0.0.1:0"]
     # The three commands `make demo` prints (see Makefile and README.rst).
     r = query(s.port, "web.default.svc.cluster.local")  # from east
     assert [rr.address for rr in r.answer[0]] == ["10.96.0.10"]

@@ -68,8 +68,7 @@ def running(cluster):
     holder.update(dns_port=dns_port, api_port=api_port, service=svc, plan=plan)
     yield holder
     pytest_twisted.blockon(svc.stopService())
-    if holder["port"] is not None:
-        pytest_twisted.blockon(defer.maybeDeferred(holder["port"].stopListening))
+    pytest_twisted.blockon(defer.maybeDeferred(holder["port"].stopListening))
     cluster.drop_watches()
 
 
@@ -90,9 +89,8 @@ def test_live_changes_and_an_api_outage_with_compaction(cluster, running):
     cluster.delete("Service", "default", "web")
     yield eventually(port, "web.default.svc.cluster.local", lambda r: r.rcode() == dns.rcode.NXDOMAIN, within=1.0)
 
-    # The API server goes away: connections refused for a while.
-    yield defer.maybeDeferred(running["port"].stopListening)
-    running["port"] = None
+    # The API server goes away: connections closed at once for a while.
+    running["port"].factory.down = True
     cluster.drop_watches()
     for _ in range(10):  # names keep resolving throughout, from the last good data
         r = yield ask(port, "late.default.svc.cluster.local")
@@ -103,7 +101,7 @@ def test_live_changes_and_an_api_outage_with_compaction(cluster, running):
     cluster.objects["Service"].pop(("default", "late"))
     cluster.add(service("after", ip="10.96.0.30"))
     cluster.compact()
-    running["port"] = listen(cluster, port=running["api_port"])
+    running["port"].factory.down = False
 
     r = yield ask(port, "late.default.svc.cluster.local")
     assert addr(r) == ["10.96.0.20"]  # still served until the relist replaces it

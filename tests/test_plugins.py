@@ -16,9 +16,10 @@ from kubernetai import outcome
 from kubernetai.build import KubernetaiService, load_text
 from kubernetai.plugins import errors as errors_plugin
 from kubernetai.plugins import log as log_plugin
+from kubernetai.plugins.http import HTTPListener
 from kubernetai.server import KubeDNSServerFactory, QueryEvent
 
-from .conftest import free_port, result, success
+from .conftest import held_port, result, success
 from .test_server import RECORDS
 
 
@@ -182,9 +183,9 @@ def test_forward_force_tcp_and_except(upstream):
 
 @pytest_twisted.inlineCallbacks
 def test_forward_dead_upstream_is_servfail():
-    port = free_port()  # nothing listens there
-    f = forward_factory(port)
-    out = yield f.handle_packet(dns.message.make_query("a.example.test", "A").to_wire(), ("127.0.0.1", 1), "udp")
+    with held_port() as port:  # bound, but nothing answers there
+        f = forward_factory(port)
+        out = yield f.handle_packet(dns.message.make_query("a.example.test", "A").to_wire(), ("127.0.0.1", 1), "udp")
     assert dns.message.from_wire(out).rcode() == dns.rcode.SERVFAIL
 
 
@@ -210,24 +211,25 @@ def KubeDNSQuery(port: int) -> defer.Deferred:
 
 @pytest_twisted.inlineCallbacks
 def test_health_ready_status_and_lameduck():
-    hp, rp = free_port(), free_port()
     text = (
-        f".:0 {{\n bind 127.0.0.1\n health 127.0.0.1:{hp} {{\n  lameduck 1s\n }}\n ready 127.0.0.1:{rp}\n"
+        ".:0 {\n bind 127.0.0.1\n health 127.0.0.1:0 {\n  lameduck 1s\n }\n ready 127.0.0.2:0\n"
         " kubernetai cluster.local {\n  endpoint http://127.0.0.1:1\n  startup_timeout 0\n }\n}"
     )
     p = load_text(text, 53, reactor)
     svc = KubernetaiService(p, reactor)
     svc.startService()
+    ports = {listener.name: listener.port for listener in svc if isinstance(listener, HTTPListener)}
+    hp, rp = ports["http 127.0.0.1:0"], ports["http 127.0.0.2:0"]
     try:
         r = yield treq.get(f"http://127.0.0.1:{hp}/health")
         assert r.code == 200 and (yield r.text()) == "OK"
-        r = yield treq.get(f"http://127.0.0.1:{rp}/ready")
+        r = yield treq.get(f"http://127.0.0.2:{rp}/ready")
         assert r.code == 503 and "kubernetai cluster.local." in (yield r.text())
         store = p.blocks[0].block.resolver.resolvers[0].store
         store.synced_scopes |= store.required  # as if every watch had listed
-        r = yield treq.get(f"http://127.0.0.1:{rp}/ready")
+        r = yield treq.get(f"http://127.0.0.2:{rp}/ready")
         assert r.code == 200
-        r = yield treq.get(f"http://127.0.0.1:{rp}/status")
+        r = yield treq.get(f"http://127.0.0.2:{rp}/status")
         assert r.code == 200 and r.headers.getRawHeaders("content-type") == ["application/json"]
     finally:
         stopping = svc.stopService()

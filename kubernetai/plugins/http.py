@@ -6,11 +6,30 @@ from typing import Callable
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.logger import Logger
 from twisted.web import resource, server
 
 from kubernetai.corefile import Directive
 from kubernetai.plugin import SetupContext
 from kubernetai.values import integer
+
+
+log = Logger()
+
+
+class HTTPListener(StreamServerEndpointService):
+    """An HTTP endpoint service that says (and keeps) the port it got, so ``:0`` is usable."""
+
+    port: int | None = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._waitingForPort.addCallback(self._listening)
+
+    def _listening(self, port: object) -> object:
+        self.port = port.getHost().port  # type: ignore[attr-defined]
+        log.info("kubernetai: {name} listening on port {port}", name=self.name, port=self.port)
+        return port
 
 
 class Page(resource.Resource):
@@ -54,7 +73,7 @@ def mount(ctx: SetupContext, d: Directive, address: str, path: bytes, page: Page
             endpoint = TCP4ServerEndpoint(ctx.reactor, port, interface=host)
         site = server.Site(root)
         site.noisy = False
-        svc = StreamServerEndpointService(endpoint, site)
+        svc = HTTPListener(endpoint, site)
         svc._raiseSynchronously = True
         svc.setName(f"http {host or '*'}:{port}")
         ctx.server.add_service(svc)

@@ -1,0 +1,37 @@
+"""UDP and TCP on one port number, which DNS needs and no single bind call gives.
+
+For port 0 the OS picks the UDP port and TCP follows; if that number is
+already taken for TCP (by any process), the pair is tried again, a bounded
+number of times.  The server and every test that starts a DNS listener use
+this one helper, so none binds a number it did not just get from the OS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import DatagramProtocol, ServerFactory
+
+__all__ = ["listen_udp_tcp"]
+
+ATTEMPTS = 20
+
+
+def listen_udp_tcp(
+    reactor: Any, port: int, datagram: DatagramProtocol, stream: ServerFactory, interface: str = ""
+) -> tuple[IListeningPort, IListeningPort]:
+    """Listen with ``datagram`` on UDP and ``stream`` on TCP, both on ``port``
+    (0: any free number).  Raises ``CannotListenError`` when a fixed port is busy."""
+    for attempt in range(ATTEMPTS if port == 0 else 1):
+        udp = reactor.listenUDP(port, datagram, interface=interface)
+        try:
+            tcp = reactor.listenTCP(udp.getHost().port, stream, interface=interface)
+        except CannotListenError:
+            udp.stopListening()
+            if port != 0 or attempt == ATTEMPTS - 1:
+                raise
+            continue
+        return udp, tcp
+    raise AssertionError("unreachable")
