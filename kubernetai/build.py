@@ -209,7 +209,7 @@ class KubernetaiService(MultiService):
             factory.release()
 
     def _listen_pair(self, port: int, factory: KubeDNSServerFactory, interface: str) -> int:
-        udp, tcp = listen_udp_tcp(self.reactor, port, factory.datagram_protocol(), factory, interface)
+        udp, tcp = listen_udp_tcp(self.reactor, port, factory.datagram_protocol, factory, interface)
         self.ports += [udp, tcp]
         return udp.getHost().port
 

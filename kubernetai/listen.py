@@ -8,7 +8,7 @@ this one helper, so none binds a number it did not just get from the OS.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
@@ -20,12 +20,14 @@ ATTEMPTS = 20
 
 
 def listen_udp_tcp(
-    reactor: Any, port: int, datagram: DatagramProtocol, stream: ServerFactory, interface: str = ""
+    reactor: Any, port: int, datagram: Callable[[], DatagramProtocol], stream: ServerFactory, interface: str = ""
 ) -> tuple[IListeningPort, IListeningPort]:
-    """Listen with ``datagram`` on UDP and ``stream`` on TCP, both on ``port``
-    (0: any free number).  Raises ``CannotListenError`` when a fixed port is busy."""
+    """Listen with a new ``datagram()`` protocol on UDP and ``stream`` on TCP, both
+    on ``port`` (0: any free number).  Raises ``CannotListenError`` when a fixed
+    port is busy.  (A protocol instance cannot be reused: a failed try keeps it
+    attached to its closing port, hence the callable.)"""
     for attempt in range(ATTEMPTS if port == 0 else 1):
-        udp = reactor.listenUDP(port, datagram, interface=interface)
+        udp = reactor.listenUDP(port, datagram(), interface=interface)
         try:
             tcp = reactor.listenTCP(udp.getHost().port, stream, interface=interface)
         except CannotListenError:

@@ -92,7 +92,7 @@ def dns_upstream():
 
     def start(zone: str, records: dict) -> int:
         factory = KubeDNSServerFactory(blocks=[Block((".",), chain([TableResolver(zone, records)]))])
-        udp, tcp = listen_udp_tcp(reactor, 0, factory.datagram_protocol(), factory, "127.0.0.1")
+        udp, tcp = listen_udp_tcp(reactor, 0, factory.datagram_protocol, factory, "127.0.0.1")
         ports.extend([udp, tcp])
         return udp.getHost().port
 
