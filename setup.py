@@ -18,7 +18,7 @@ setup(
     python_requires=">=3.11",
     # twisted/plugins has no __init__.py on purpose: it is Twisted's plugin
     # namespace, and our file must land beside Twisted's own.
-    packages=["kubernetai", "kubernetai.plugins", "twisted.plugins"],
+    packages=["kubernetai", "kubernetai.cluster", "kubernetai.plugins", "twisted.plugins"],
     package_data={"twisted.plugins": ["kubernetai_plugin.py"]},
     install_requires=[
         "Twisted[tls]>=24.7,<27",

@@ -22,7 +22,8 @@ from kubernetai.corefile import CorefileError, Directive, ServerBlock, parse_fil
 from kubernetai.directives import order_of, registry
 from kubernetai.listen import listen_udp_tcp
 from kubernetai.plugin import ServerContext, Setup, SetupContext
-from kubernetai.server import Block, KubeDNSServerFactory, chain
+from kubernetai.chain import chain
+from kubernetai.server import Block, KubeDNSServerFactory
 from kubernetai.zones import ZoneError, dedupe, parse_server_key
 
 __all__ = ["BlockPlan", "Plan", "load", "load_text", "KubernetaiService"]

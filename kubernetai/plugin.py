@@ -16,7 +16,7 @@ from twisted.application.service import IService
 from twisted.internet.interfaces import IReactorCore
 
 from kubernetai.corefile import CorefileError, Directive
-from kubernetai.server import QueryEvent
+from kubernetai.request import QueryEvent
 
 __all__ = ["Setup", "ServerContext", "SetupContext", "Readiness"]
 

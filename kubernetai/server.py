@@ -9,7 +9,6 @@ server blocks can share one port, routed by their zones.
 
 from __future__ import annotations
 
-import contextvars
 import time
 from typing import Callable, Sequence
 
@@ -18,7 +17,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
-from twisted.names import dns, resolve
+from twisted.names import dns
 from twisted.names.error import AuthoritativeDomainError, DomainError
 from twisted.names.server import DNSServerFactory
 from twisted.protocols.basic import Int16StringReceiver
@@ -26,43 +25,12 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from kubernetai import outcome, wire
+from kubernetai.request import QueryEvent, RequestInfo, Trace, request_info
 from kubernetai.zones import match_zone, normalize
 
-__all__ = ["Block", "QueryEvent", "KubeDNSServerFactory", "DNSDatagramServerProtocol", "DNSStreamServerProtocol"]
+__all__ = ["Block", "KubeDNSServerFactory", "DNSDatagramServerProtocol", "DNSStreamServerProtocol"]
 
 log = Logger()
-
-@attrs.define
-class Trace:
-    """Which resolvers a query consulted, to decide whether its answer may be cached.
-
-    A resolver opts in with ``cache_version()``: its answers then depend
-    only on what that returns (a kubernetai stanza: its store's generation
-    and sync state).  Any consulted resolver without it makes the answer
-    uncacheable (forward, hosts, autopath, whoami, third-party ones…).
-    """
-
-    cacheable: bool = True
-    versions: list = attrs.Factory(list)
-
-    def consulted(self, resolver: object) -> None:
-        version = getattr(resolver, "cache_version", None)
-        if version is None:
-            self.cacheable = False
-        else:
-            self.versions.append((version, version()))
-
-
-@attrs.frozen
-class RequestInfo:
-    """Who asked and how, for plugins that answer by it (whoami, transfer, autopath)."""
-
-    host: str = ""
-    port: int = 0
-    proto: str = "udp"
-    ixfr_serial: int | None = None
-    trace: Trace = attrs.Factory(Trace)
-
 
 @attrs.frozen
 class _Cached:
@@ -78,55 +46,6 @@ class _Cached:
 
     def valid(self) -> bool:
         return all(version() == seen for version, seen in self.versions)
-
-
-# Set around the synchronous start of the chain: a resolver sees it when the
-# resolvers before it declined synchronously (as every built-in one does).
-request_info: contextvars.ContextVar[RequestInfo] = contextvars.ContextVar("request_info", default=RequestInfo())
-
-RCODE_NAMES = {
-    dns.OK: "NOERROR",
-    dns.EFORMAT: "FORMERR",
-    dns.ESERVER: "SERVFAIL",
-    dns.ENAME: "NXDOMAIN",
-    dns.ENOTIMP: "NOTIMP",
-    dns.EREFUSED: "REFUSED",
-    wire.BADVERS: "BADVERS",
-}
-
-
-def rcode_name(rcode: int) -> str:
-    return RCODE_NAMES.get(rcode, f"RCODE{rcode}")
-
-
-@attrs.frozen
-class QueryEvent:
-    """One answered query, as the ``log`` and ``errors`` plugins see it."""
-
-    remote: str
-    port: int
-    id: int
-    qtype: int
-    qclass: int
-    qname: str
-    proto: str
-    size: int
-    do: bool
-    bufsize: int
-    rcode: int
-    flags: str
-    rsize: int
-    duration: float
-    ancount: int = 0
-    failure: Failure | None = None
-
-    @property
-    def type_name(self) -> str:
-        return dns.QUERY_TYPES.get(self.qtype) or dns.EXT_QUERIES.get(self.qtype) or f"TYPE{self.qtype}"
-
-    @property
-    def class_name(self) -> str:
-        return dns.QUERY_CLASSES.get(self.qclass) or f"CLASS{self.qclass}"
 
 
 @attrs.define
@@ -475,30 +394,3 @@ class DNSStreamServerProtocol(Int16StringReceiver, TimeoutMixin):
             self.setTimeout(self.factory.tcp_idle_timeout)
             return
         self.transport.loseConnection()
-
-
-class TracingChain(resolve.ResolverChain):
-    """Twisted's ResolverChain, noting on the request which resolvers it consulted."""
-
-    def _lookup(self, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
-        if not self.resolvers:
-            return defer.fail(DomainError())
-        trace = request_info.get().trace
-        q = dns.Query(name, type, cls)
-        trace.consulted(self.resolvers[0])
-        d = self.resolvers[0].query(q, timeout)
-        for r in self.resolvers[1:]:
-            d = d.addErrback(_next, r, q, timeout, trace)
-        return d
-
-
-def _next(failure: Failure, resolver: object, q: dns.Query, timeout: object, trace: Trace) -> defer.Deferred:
-    # As twisted.names.resolve.FailureHandler: go on only after these.
-    failure.trap(DomainError, defer.TimeoutError, NotImplementedError)
-    trace.consulted(resolver)
-    return resolver.query(q, timeout)  # type: ignore[attr-defined]
-
-
-def chain(resolvers: Sequence[object]) -> resolve.ResolverChain:
-    """A block's resolvers in plugin order, chained as Twisted's ResolverChain does."""
-    return TracingChain(list(resolvers))

@@ -84,7 +84,8 @@ def dns_upstream():
     from twisted.internet import reactor
 
     from kubernetai.listen import listen_udp_tcp
-    from kubernetai.server import Block, KubeDNSServerFactory, chain
+    from kubernetai.chain import chain
+    from kubernetai.server import Block, KubeDNSServerFactory
 
     from .test_server import TableResolver
 

@@ -24,7 +24,7 @@ import attrs
 from twisted.internet import reactor as global_reactor
 from twisted.web import resource, server
 
-from kubernetai.selectors import parse_selector
+from kubernetai.cluster.selectors import parse_selector
 
 # kind → (group path, plural, namespaced)
 RESOURCES = {

@@ -8,11 +8,12 @@ import dns.rcode
 from twisted.internet import task
 from twisted.names import dns as tdns
 
-from kubernetai.objects import CONVERTERS
-from kubernetai.options import KubernetesOptions
-from kubernetai.resolver import KubernetesResolver
-from kubernetai.server import Block, KubeDNSServerFactory, chain
-from kubernetai.store import ClusterStore
+from kubernetai.cluster.objects import CONVERTERS
+from kubernetai.cluster.options import KubernetesOptions
+from kubernetai.cluster.resolver import KubernetesResolver
+from kubernetai.chain import chain
+from kubernetai.server import Block, KubeDNSServerFactory
+from kubernetai.cluster.store import ClusterStore
 
 from .conftest import result
 from .fakeapi import namespace, service

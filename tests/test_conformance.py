@@ -37,7 +37,7 @@ import yaml
 from twisted.internet import defer, reactor, threads
 
 from kubernetai.build import KubernetaiService, load_text
-from kubernetai.resolver import KubernetesResolver
+from kubernetai.cluster.resolver import KubernetesResolver
 
 from .fakeapi import FakeCluster, listen
 

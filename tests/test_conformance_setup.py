@@ -17,8 +17,8 @@ from twisted.internet import task
 
 from kubernetai.build import load_text
 from kubernetai.corefile import CorefileError
-from kubernetai.names import InvalidRequest, parse_request
-from kubernetai.resolver import KubernetesResolver
+from kubernetai.cluster.names import InvalidRequest, parse_request
+from kubernetai.cluster.resolver import KubernetesResolver
 
 HERE = Path(__file__).parent / "conformance"
 FILES = sorted(glob.glob(str(HERE / "setup-*.yaml")))

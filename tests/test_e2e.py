@@ -232,7 +232,7 @@ def test_example_corefile_is_valid(tmp_path):
 def test_multicluster_example_parses_with_valid_options():
     from kubernetai.corefile import parse_file
     from kubernetai.directives import registry
-    from kubernetai.options import parse_options
+    from kubernetai.cluster.options import parse_options
 
     blocks = parse_file(str(ROOT / "etc" / "Corefile.multicluster"), registry().__contains__, {})
     stanzas = [parse_options(d, (".",)) for d in blocks[0].directives if d.name == "kubernetai"]

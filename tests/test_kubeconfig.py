@@ -16,10 +16,10 @@ import yaml
 from twisted.internet import defer, reactor, task
 from twisted.logger import formatEvent, globalLogPublisher
 
-from kubernetai import kubeconfig
-from kubernetai.kubeconfig import ConfigError, ExecAuth, TokenFileAuth, connection_for
-from kubernetai.options import KubernetesOptions
-from kubernetai.stanza import Stanza
+from kubernetai.cluster import kubeconfig
+from kubernetai.cluster.kubeconfig import ConfigError, ExecAuth, TokenFileAuth, connection_for
+from kubernetai.cluster.options import KubernetesOptions
+from kubernetai.cluster.stanza import Stanza
 
 from .certs import CA, server_context
 from .fakeapi import FakeCluster, listen, namespace, service
@@ -294,7 +294,7 @@ def test_bad_endpoint_scheme():
 
 
 def test_tls_policy_rereads_rotated_files(tmp_path, pki):
-    from kubernetai.kubeconfig import ClusterTLSPolicy, TLSFiles
+    from kubernetai.cluster.kubeconfig import ClusterTLSPolicy, TLSFiles
 
     ca = tmp_path / "ca.crt"
     ca.write_bytes(pki["ca"].pem)

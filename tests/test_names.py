@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubernetai.names import InvalidRequest, RecordRequest, parse_request
+from kubernetai.cluster.names import InvalidRequest, RecordRequest, parse_request
 
 Z = "cluster.local."
 

@@ -17,7 +17,8 @@ from kubernetai.build import KubernetaiService, load_text
 from kubernetai.plugins import errors as errors_plugin
 from kubernetai.plugins import log as log_plugin
 from kubernetai.plugins.http import HTTPListener
-from kubernetai.server import KubeDNSServerFactory, QueryEvent
+from kubernetai.request import QueryEvent
+from kubernetai.server import KubeDNSServerFactory
 
 from .conftest import held_port, result, success
 from .test_server import RECORDS

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from twisted.names import dns
 
-from kubernetai.objects import CONVERTERS
-from kubernetai.options import KubernetesOptions
-from kubernetai.records import View, answer
-from kubernetai.selectors import Selector
-from kubernetai.store import ClusterStore
+from kubernetai.cluster.objects import CONVERTERS
+from kubernetai.cluster.options import KubernetesOptions
+from kubernetai.cluster.records import View, answer
+from kubernetai.cluster.selectors import Selector
+from kubernetai.cluster.store import ClusterStore
 
 from .fakeapi import namespace, pod, service, slice_
 

@@ -20,7 +20,8 @@ from twisted.test import proto_helpers
 
 from kubernetai import outcome
 from kubernetai.rr import soa
-from kubernetai.server import Block, KubeDNSServerFactory, chain
+from kubernetai.chain import chain
+from kubernetai.server import Block, KubeDNSServerFactory
 
 from .conftest import result
 

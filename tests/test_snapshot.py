@@ -14,12 +14,12 @@ import yaml
 from twisted.internet import reactor, task, threads
 from twisted.logger import Logger, formatEvent
 
-from kubernetai import snapshot
+from kubernetai.cluster import snapshot
 from kubernetai.build import KubernetaiService, load_text
 from kubernetai.corefile import CorefileError
-from kubernetai.options import KubernetesOptions
-from kubernetai.snapshot import ManifestError, ManifestSource, expand, read_documents
-from kubernetai.store import ClusterStore
+from kubernetai.cluster.options import KubernetesOptions
+from kubernetai.cluster.snapshot import ManifestError, ManifestSource, expand, read_documents
+from kubernetai.cluster.store import ClusterStore
 
 from .fakeapi import namespace, pod, service, slice_
 
@@ -136,7 +136,7 @@ def test_options_filter_like_the_api_server(tmp_path, monkeypatch):
     write_yaml(tmp_path / "c.yaml", namespace("default"), namespace("other"),
                service("a", labels={"app": "x"}), service("b", labels={"app": "y"}), service("c", ns="other", labels={"app": "x"}),
                pod("p", "10.0.0.9"))
-    from kubernetai.selectors import parse_selector
+    from kubernetai.cluster.selectors import parse_selector
 
     r = Rig(tmp_path, namespaces=("default",), labels=parse_selector("app=x"), pods="verified").start(monkeypatch)
     assert names(r.store) == ["default/a"]

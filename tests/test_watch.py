@@ -6,10 +6,10 @@ import pytest
 from treq.testing import StubTreq
 from twisted.internet import task
 
-from kubernetai.kubeapi import ApiClient, TokenBucket
-from kubernetai.kubeconfig import Connection, NoAuth, StaticAuth
-from kubernetai.store import ClusterStore
-from kubernetai.watch import Backoff, ResourceSpec, Watcher
+from kubernetai.cluster.kubeapi import ApiClient, TokenBucket
+from kubernetai.cluster.kubeconfig import Connection, NoAuth, StaticAuth
+from kubernetai.cluster.store import ClusterStore
+from kubernetai.cluster.watch import Backoff, ResourceSpec, Watcher
 
 from .conftest import result
 from .fakeapi import FakeApi, FakeCluster, service, slice_
@@ -270,7 +270,7 @@ def test_label_selector_and_namespace_scope(rig):
 
 def test_relist_in_one_namespace_keeps_other_namespaces():
     store = ClusterStore()
-    from kubernetai.objects import service as conv
+    from kubernetai.cluster.objects import service as conv
 
     store.relist(("Service", "a"), [conv(service("x", ns="a"))])
     store.relist(("Service", "b"), [conv(service("y", ns="b"))])

@@ -26,8 +26,8 @@ from twisted.python.failure import Failure
 from kubernetai import outcome
 from kubernetai.corefile import Directive
 from kubernetai.plugin import SetupContext
-from kubernetai.resolver import KubernetesResolver
-from kubernetai.server import request_info
+from kubernetai.cluster.resolver import KubernetesResolver
+from kubernetai.request import request_info
 from kubernetai.values import arg_count, no_block, zone_args
 from kubernetai.zones import is_subdomain, match_zone, normalize
 

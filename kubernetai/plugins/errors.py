@@ -14,7 +14,7 @@ from twisted.logger import Logger
 
 from kubernetai.corefile import Directive
 from kubernetai.plugin import SetupContext
-from kubernetai.server import QueryEvent
+from kubernetai.request import QueryEvent
 from kubernetai.values import arg_count, check_known, duration
 
 log = Logger(namespace="kubernetai.errors")

@@ -9,12 +9,12 @@ the server holds queries up to ``startup_timeout`` for its first sync.
 from __future__ import annotations
 
 from kubernetai.corefile import Directive
-from kubernetai.kubeconfig import ConfigError, connection_for
-from kubernetai.options import parse_options
+from kubernetai.cluster.kubeconfig import ConfigError, connection_for
+from kubernetai.cluster.options import parse_options
 from kubernetai.plugin import SetupContext
 from kubernetai.plugins.bind import local_addresses
-from kubernetai.resolver import KubernetesResolver
-from kubernetai.stanza import Stanza
+from kubernetai.cluster.resolver import KubernetesResolver
+from kubernetai.cluster.stanza import Stanza
 
 
 def setup(d: Directive, ctx: SetupContext) -> KubernetesResolver:

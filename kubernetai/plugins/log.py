@@ -16,7 +16,7 @@ from twisted.names import dns
 
 from kubernetai.corefile import Directive
 from kubernetai.plugin import SetupContext
-from kubernetai.server import QueryEvent, rcode_name
+from kubernetai.request import QueryEvent, rcode_name
 from kubernetai.values import check_known
 from kubernetai.zones import is_subdomain, normalize
 

@@ -17,7 +17,7 @@ from twisted.names import common, dns
 from kubernetai import outcome
 from kubernetai.corefile import Directive
 from kubernetai.plugin import SetupContext
-from kubernetai.server import request_info
+from kubernetai.request import request_info
 from kubernetai.values import arg_count, check_known, zone_args
 from kubernetai.zones import match_zone, normalize
 

@@ -14,7 +14,7 @@ from twisted.names import common, dns
 
 from kubernetai.corefile import Directive
 from kubernetai.plugin import SetupContext
-from kubernetai.server import request_info
+from kubernetai.request import request_info
 from kubernetai.values import arg_count, no_block
 
 

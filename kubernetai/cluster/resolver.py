@@ -14,12 +14,13 @@ from typing import Any, Sequence
 from twisted.internet import defer
 from twisted.names import common, dns
 
-from kubernetai import outcome, xfr
-from kubernetai.options import KubernetesOptions
-from kubernetai.records import View, answer, negative_soa
+from kubernetai import outcome
+from kubernetai.cluster import xfr
+from kubernetai.cluster.options import KubernetesOptions
+from kubernetai.cluster.records import View, answer, negative_soa
 from kubernetai.rr import owner_zone
-from kubernetai.server import request_info
-from kubernetai.store import ClusterStore
+from kubernetai.request import request_info
+from kubernetai.cluster.store import ClusterStore
 from kubernetai.zones import match_zone
 
 __all__ = ["KubernetesResolver"]

@@ -33,7 +33,7 @@ from twisted.internet.ssl import (
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from kubernetai.options import KubernetesOptions
+from kubernetai.cluster.options import KubernetesOptions
 
 __all__ = [
     "ConfigError",

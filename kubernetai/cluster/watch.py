@@ -25,9 +25,9 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
-from kubernetai.kubeapi import ApiClient, ApiError
-from kubernetai.objects import CONVERTERS, ObjectError
-from kubernetai.store import ClusterStore
+from kubernetai.cluster.kubeapi import ApiClient, ApiError
+from kubernetai.cluster.objects import CONVERTERS, ObjectError
+from kubernetai.cluster.store import ClusterStore
 
 __all__ = ["ResourceSpec", "Watcher", "Gone", "WatchError", "Backoff"]
 

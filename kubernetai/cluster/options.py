@@ -13,7 +13,7 @@ import attrs
 
 from kubernetai.corefile import Directive
 from kubernetai.fallthrough import Fallthrough
-from kubernetai.selectors import Selector, SelectorError, parse_selector
+from kubernetai.cluster.selectors import Selector, SelectorError, parse_selector
 from kubernetai.values import arg_count, duration, zone_args
 
 __all__ = ["KubernetesOptions", "parse_options", "PODS_MODES", "PROPERTIES"]

@@ -14,11 +14,11 @@ from typing import Iterable, Sequence
 import attrs
 from twisted.names import dns
 
-from kubernetai.names import InvalidRequest, RecordRequest, parse_request, strip_zone
-from kubernetai.objects import Endpoint, EndpointSlice, Port, Service
-from kubernetai.options import KubernetesOptions
+from kubernetai.cluster.names import InvalidRequest, RecordRequest, parse_request, strip_zone
+from kubernetai.cluster.objects import Endpoint, EndpointSlice, Port, Service
+from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.rr import soa
-from kubernetai.store import ClusterStore
+from kubernetai.cluster.store import ClusterStore
 from kubernetai.zones import is_subdomain
 
 __all__ = ["Answer", "Hit", "answer", "DNS_SCHEMA_VERSION", "endpoint_hostname"]

@@ -9,12 +9,12 @@ from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from kubernetai.kubeapi import ApiClient
-from kubernetai.kubeconfig import Connection
-from kubernetai.options import KubernetesOptions
-from kubernetai.resolver import KubernetesResolver
-from kubernetai.store import ClusterStore
-from kubernetai.watch import ResourceSpec, Watcher
+from kubernetai.cluster.kubeapi import ApiClient
+from kubernetai.cluster.kubeconfig import Connection
+from kubernetai.cluster.options import KubernetesOptions
+from kubernetai.cluster.resolver import KubernetesResolver
+from kubernetai.cluster.store import ClusterStore
+from kubernetai.cluster.watch import ResourceSpec, Watcher
 
 __all__ = ["resource_specs", "Stanza"]
 
@@ -60,7 +60,7 @@ class Stanza:
 
     @classmethod
     def from_manifests(cls, opts: KubernetesOptions, reactor: Any, local_ips: Sequence[str] = ()) -> "Stanza":
-        from kubernetai.snapshot import ManifestSource
+        from kubernetai.cluster.snapshot import ManifestSource
 
         store = ClusterStore(clock=reactor.seconds)
         feeders = MultiService()

@@ -24,9 +24,9 @@ from twisted.internet import task
 from twisted.logger import Logger
 from twisted.python import filepath
 
-from kubernetai.objects import CONVERTERS, ObjectError
-from kubernetai.options import KubernetesOptions
-from kubernetai.store import ClusterStore
+from kubernetai.cluster.objects import CONVERTERS, ObjectError
+from kubernetai.cluster.options import KubernetesOptions
+from kubernetai.cluster.store import ClusterStore
 
 __all__ = ["ManifestError", "read_documents", "ManifestSource", "expand"]
 

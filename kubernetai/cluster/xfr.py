@@ -13,8 +13,8 @@ from typing import Iterable, Iterator
 
 from twisted.names import dns
 
-from kubernetai.objects import EndpointSlice, Port
-from kubernetai.records import View, _address_rr, _name, _rr, endpoint_hostname
+from kubernetai.cluster.objects import EndpointSlice, Port
+from kubernetai.cluster.records import View, _address_rr, _name, _rr, endpoint_hostname
 from kubernetai.rr import soa
 
 __all__ = ["transfer"]

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 
 import attrs
 
-from kubernetai.objects import EndpointSlice, Namespace, Pod, Service, ServiceImport
+from kubernetai.cluster.objects import EndpointSlice, Namespace, Pod, Service, ServiceImport
 
 __all__ = ["ClusterStore", "KINDS", "Scope"]
 

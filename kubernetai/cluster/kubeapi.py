@@ -19,7 +19,7 @@ from twisted.internet import defer
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from kubernetai import __version__
-from kubernetai.kubeconfig import Connection
+from kubernetai.cluster.kubeconfig import Connection
 
 __all__ = ["TokenBucket", "ApiClient", "ApiError", "http_client_for"]
 

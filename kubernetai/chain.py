@@ -1,0 +1,61 @@
+"""The resolver chain of a server block: Twisted's ``ResolverChain``, handing the request along.
+
+Semantics are Twisted's: resolvers are asked in order, and the next one is
+asked only when the previous failed with ``DomainError`` (fall through),
+``TimeoutError`` or ``NotImplementedError``; anything else ends the chain.
+Two additions:
+
+- every consulted resolver is noted on the request's ``Trace``, so the
+  server knows whether the answer may be cached;
+- each resolver is called with the request in ``request_info``, also when
+  the one before it declined asynchronously (a Deferred that failed later,
+  outside the server's context), so whoami, transfer and autopath always
+  see who asked.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from twisted.internet import defer
+from twisted.names import dns, resolve
+from twisted.names.error import DomainError
+from twisted.python.failure import Failure
+
+from kubernetai.request import RequestInfo, request_info
+
+__all__ = ["RequestChain", "chain"]
+
+
+class RequestChain(resolve.ResolverChain):
+    """Twisted's ResolverChain, noting which resolvers it consulted and handing each the request."""
+
+    def _lookup(self, name: bytes, cls: int, type: int, timeout: Any) -> defer.Deferred:
+        if not self.resolvers:
+            return defer.fail(DomainError())
+        info = request_info.get()
+        q = dns.Query(name, type, cls)
+        d = _consult(self.resolvers[0], q, timeout, info)
+        for r in self.resolvers[1:]:
+            d = d.addErrback(_next, r, q, timeout, info)
+        return d
+
+
+def _consult(resolver: Any, q: dns.Query, timeout: Any, info: RequestInfo) -> defer.Deferred:
+    info.trace.consulted(resolver)
+    token = request_info.set(info)
+    try:
+        return resolver.query(q, timeout)  # type: ignore[no-any-return]
+    finally:
+        request_info.reset(token)
+
+
+def _next(failure: Failure, resolver: Any, q: dns.Query, timeout: Any, info: RequestInfo) -> defer.Deferred:
+    # As twisted.names.resolve.FailureHandler: go on only after these.
+    failure.trap(DomainError, defer.TimeoutError, NotImplementedError)
+    return _consult(resolver, q, timeout, info)
+
+
+def chain(resolvers: Sequence[Any]) -> RequestChain:
+    """A block's resolvers in plugin order."""
+    return RequestChain(list(resolvers))
