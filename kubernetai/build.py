@@ -96,7 +96,8 @@ def _build_block(
         made = directives[d.name](d, ctx)
         if made is not None:
             resolvers.append(made)
-    block = Block(zones, chain(resolvers), ctx.observers, ctx.recursive, label=", ".join(sb.keys))
+    block = Block(zones, chain(resolvers), ctx.observers, ctx.recursive, label=", ".join(sb.keys),
+                  classes=Block.classes_of(resolvers))
     for user in ctx.chain_users:
         user.upstream = block.resolver
     for hook in ctx.chain_hooks:

@@ -57,6 +57,13 @@ class Block:
     observers: list[Callable[[QueryEvent], None]] = attrs.Factory(list)
     recursive: bool = False
     label: str = ""
+    # Query classes the block answers; others are REFUSED before any resolver
+    # (as CoreDNS).  A resolver adds a class with a ``query_classes`` attribute.
+    classes: frozenset[int] = frozenset({dns.IN})
+
+    @staticmethod
+    def classes_of(resolvers: Sequence[object]) -> frozenset[int]:
+        return frozenset({dns.IN}).union(*(getattr(r, "query_classes", ()) for r in resolvers))
 
 
 @attrs.frozen
@@ -198,14 +205,17 @@ class KubeDNSServerFactory(DNSServerFactory):
         if block is None:
             out, _ = self._encode(req, _Answer(dns.EREFUSED), proto, False)
             return defer.succeed(out)
-        query = dns.Query(req.question.name.name, req.question.type, req.question.cls)
         host, port = (address[0], address[1]) if address else ("", 0)
         info = RequestInfo(host, port, proto, req.ixfr_serial)
-        token = request_info.set(info)
-        try:
-            d = defer.maybeDeferred(block.resolver.query, query)
-        finally:
-            request_info.reset(token)
+        if req.question.cls not in block.classes:
+            d = defer.fail(outcome.Reply(dns.EREFUSED))  # no resolver is asked
+        else:
+            query = dns.Query(req.question.name.name, req.question.type, req.question.cls)
+            token = request_info.set(info)
+            try:
+                d = defer.maybeDeferred(block.resolver.query, query)
+            finally:
+                request_info.reset(token)
         d.addBoth(self._respond, req, block, address, proto, start)
         if key is not None:
             d.addCallback(self._remember, key, proto, info.trace, block, req)

@@ -19,14 +19,11 @@ from kubernetai.cluster import xfr
 from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.records import View, answer, negative_soa
 from kubernetai.rr import owner_zone
-from kubernetai.request import request_info
+from kubernetai.request import MAX_CHASE_DEPTH, RequestInfo, request_info
 from kubernetai.cluster.store import ClusterStore
 from kubernetai.zones import match_zone
 
 __all__ = ["KubernetesResolver"]
-
-MAX_CHASE = 8
-
 
 class KubernetesResolver(common.ResolverBase):
     """The IResolver of one ``kubernetai`` stanza."""
@@ -39,7 +36,6 @@ class KubernetesResolver(common.ResolverBase):
         # The server block's whole chain, to complete CNAMEs to names outside
         # our zones (CoreDNS's upstream); set once the block is built.
         self.upstream: Any = None
-        self._chasing = 0
 
     @property
     def synced(self) -> bool:
@@ -52,7 +48,7 @@ class KubernetesResolver(common.ResolverBase):
     def _lookup(self, name: bytes, cls: int, type: int, timeout: Any) -> defer.Deferred:
         qname = name.decode("ascii", "replace") + "." if name else "."
         zone = match_zone(qname.lower(), self.opts.zones)
-        if zone is None or cls not in (dns.IN, dns.ANY):
+        if zone is None or cls != dns.IN:
             return defer.fail(outcome.NotMine(name))
         zone_q = owner_zone(qname, zone)
         ans = answer(self.view, qname, zone_q, type)
@@ -70,9 +66,10 @@ class KubernetesResolver(common.ResolverBase):
             return defer.succeed(([], authority, []))
         result = (list(ans.answers), [], list(ans.additional))
         if ans.chase:
-            request_info.get().trace.cacheable = False  # completed through other resolvers
-        if ans.chase and self.upstream is not None and self._chasing < MAX_CHASE:
-            return self._chase(result, ans.chase, type)
+            info = request_info.get()
+            info.trace.cacheable = False  # completed through other resolvers
+            if self.upstream is not None and info.chase_depth < MAX_CHASE_DEPTH:
+                return self._chase(result, ans.chase, type, info.chased())
         return defer.succeed(result)
 
     def transfer(self, zone: str, serial: int | None = None) -> list | None:
@@ -80,17 +77,18 @@ class KubernetesResolver(common.ResolverBase):
         return xfr.transfer(self.view, zone, serial)
 
     @defer.inlineCallbacks
-    def _chase(self, result: tuple, targets: Sequence[str], type: int) -> Any:
-        """Complete CNAMEs to outside names through the rest of the server's chain."""
+    def _chase(self, result: tuple, targets: Sequence[str], type: int, info: RequestInfo) -> Any:
+        """Complete CNAMEs to outside names through the server block's chain, one level deeper."""
         answers, authority, additional = result
-        self._chasing += 1
-        try:
-            for target in targets:
-                try:
-                    more, _, _ = yield self.upstream.query(dns.Query(target.rstrip("."), type, dns.IN))
-                except Exception:
-                    continue
-                answers.extend(more)
-        finally:
-            self._chasing -= 1
+        for target in targets:
+            token = request_info.set(info)
+            try:
+                d = self.upstream.query(dns.Query(target.rstrip("."), type, dns.IN))
+            finally:
+                request_info.reset(token)
+            try:
+                more, _, _ = yield d
+            except Exception:
+                continue
+            answers.extend(more)
         return (answers, authority, additional)

@@ -1,0 +1,121 @@
+"""The request context reaches every resolver, and bounds what one request may cost.
+
+Regression tests for three defects of the request context living in the
+server module: non-IN classes answered with IN records, a CNAME-chase limit
+shared by all requests in flight, and a request seen only by resolvers asked
+synchronously.
+"""
+
+from __future__ import annotations
+
+import dns.message
+import dns.rcode
+import dns.rdataclass
+from twisted.internet import defer, task
+from twisted.names import common
+from twisted.names import dns as tdns
+from twisted.names.error import DomainError
+
+from kubernetai.chain import chain
+from kubernetai.cluster.options import KubernetesOptions
+from kubernetai.cluster.resolver import KubernetesResolver
+from kubernetai.plugins.whoami import WhoamiResolver
+from kubernetai.server import Block, KubeDNSServerFactory
+
+from .conftest import result
+from .test_records import store_with
+from .fakeapi import namespace, service
+
+ZONE = "cluster.local."
+
+
+def factory_for(*resolvers, zones=(ZONE,)) -> KubeDNSServerFactory:
+    c = chain(list(resolvers))
+    for r in resolvers:
+        if hasattr(r, "upstream"):
+            r.upstream = c
+    return KubeDNSServerFactory(blocks=[Block(zones, c, label=zones[0])], clock=task.Clock())
+
+
+def ask(factory, name, rdtype="A", rdclass="IN", address=("127.0.0.9", 5353)):
+    q = dns.message.make_query(name, rdtype, rdclass)
+    return factory.handle_packet(q.to_wire(), address, "udp")
+
+
+def message(d) -> dns.message.Message:
+    out = result(d)
+    assert isinstance(out, bytes), out
+    return dns.message.from_wire(out)
+
+
+def stanza(objects, zones=(ZONE,)) -> KubernetesResolver:
+    return KubernetesResolver(KubernetesOptions(zones=zones), store_with(objects))
+
+
+def test_non_in_classes_are_refused_before_any_resolver():
+    f = factory_for(stanza([namespace("ns"), service("web", "ns", ip="10.96.0.1")]))
+    assert message(ask(f, "web.ns.svc.cluster.local", "A")).answer  # IN: answered
+    for cls in ("CH", "HS", "ANY"):
+        r = message(ask(f, "web.ns.svc.cluster.local", "A", cls))
+        assert r.rcode() == dns.rcode.REFUSED and not r.answer, cls
+
+
+class SlowUpstream(common.ResolverBase):
+    """Answers every name with an A record, but only when ``release()`` is called."""
+
+    def __init__(self):
+        super().__init__()
+        self.waiting: list[tuple[defer.Deferred, bytes]] = []
+
+    def _lookup(self, name, cls, type, timeout):
+        d = defer.Deferred()
+        self.waiting.append((d, name))
+        return d
+
+    def release(self):
+        waiting, self.waiting = self.waiting, []
+        for d, name in waiting:
+            d.callback(([tdns.RRHeader(name, tdns.A, tdns.IN, 5, tdns.Record_A("192.0.2.1", 5))], [], []))
+
+
+def test_concurrent_external_name_chases_are_not_limited_by_each_other():
+    ext = stanza([namespace("ns"), service("ext", "ns", type="ExternalName", external_name="target.example.test")])
+    slow = SlowUpstream()
+    f = factory_for(ext, slow, zones=(".",))
+    pending = [ask(f, "ext.ns.svc.cluster.local") for _ in range(12)]
+    assert len(slow.waiting) == 12  # every request chases, none is cut short by the others
+    slow.release()
+    for d in pending:
+        r = message(d)
+        assert [rr.rdtype for rrset in r.answer for rr in rrset] == [tdns.CNAME, tdns.A]
+
+
+def test_a_chase_loop_between_clusters_ends_at_the_depth_limit():
+    a = stanza([namespace("ns"), service("x", "ns", type="ExternalName", external_name="x.ns.svc.b.local")], ("a.local.",))
+    b = stanza([namespace("ns"), service("x", "ns", type="ExternalName", external_name="x.ns.svc.a.local")], ("b.local.",))
+    f = factory_for(a, b, zones=(".",))
+    r = message(ask(f, "x.ns.svc.a.local"))
+    cnames = [rr for rrset in r.answer for rr in rrset]
+    assert r.rcode() == dns.rcode.NOERROR and 2 <= len(cnames) <= 20
+    assert all(rr.rdtype == tdns.CNAME for rr in cnames)
+
+
+class LateDecline(common.ResolverBase):
+    """Declines every name, but only after a tick of the clock (as a resolver waiting on I/O would)."""
+
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+
+    def _lookup(self, name, cls, type, timeout):
+        return task.deferLater(self.clock, 0.1, lambda: (_ for _ in ()).throw(DomainError(name)))
+
+
+def test_a_resolver_after_an_asynchronous_decline_still_sees_the_request():
+    clock = task.Clock()
+    f = factory_for(LateDecline(clock), WhoamiResolver(), zones=(".",))
+    d = ask(f, "who.example.test", address=("127.0.0.9", 4242))
+    clock.advance(1)
+    r = message(d)
+    assert [rr.address for rrset in r.additional for rr in rrset if rrset.rdtype == tdns.A] == ["127.0.0.9"]
+    assert [rr.port for rrset in r.additional for rr in rrset if rrset.rdtype == tdns.SRV] == [4242]
