@@ -7,7 +7,9 @@ from twisted.names import dns
 
 from kubernetai.cluster.objects import CONVERTERS
 from kubernetai.cluster.options import KubernetesOptions
-from kubernetai.cluster.records import View, answer
+from kubernetai.cluster.lookup import View
+from kubernetai.cluster.records import answer
+from kubernetai.question import Question
 from kubernetai.cluster.selectors import Selector
 from kubernetai.cluster.store import ClusterStore
 
@@ -42,8 +44,7 @@ def ask(qname, qtype, **opts):
     opts.setdefault("zones", (Z,))
     o = KubernetesOptions(**opts)
     view = View(store_with(OBJECTS), o, ("192.0.2.53",))
-    zone = next(z for z in o.zones if qname.lower().endswith(z))
-    return answer(view, qname, qname[len(qname) - len(zone):], qtype)
+    return answer(view, Question.under(qname, o.zones), qtype)
 
 
 def texts(records):
@@ -165,4 +166,4 @@ def test_namespace_labels_limit_namespaces():
     # store holds is what exists.  An unlisted namespace's names do not exist.
     s = store_with([o for o in OBJECTS if not (o["kind"] == "Namespace" and o["metadata"]["name"] == "ns")])
     view = View(s, KubernetesOptions(zones=(Z,), namespace_labels=Selector()), ())
-    assert answer(view, "web.ns.svc.cluster.local.", Z, dns.A).name_error
+    assert answer(view, Question.under("web.ns.svc.cluster.local.", (Z,)), dns.A).name_error

@@ -12,24 +12,26 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from twisted.internet import defer
-from twisted.names import common, dns
+from twisted.names import dns
 
 from kubernetai import outcome
 from kubernetai.cluster import xfr
+from kubernetai.cluster.lookup import View
 from kubernetai.cluster.options import KubernetesOptions
-from kubernetai.cluster.records import View, answer, negative_soa
-from kubernetai.rr import owner_zone
-from kubernetai.request import MAX_CHASE_DEPTH, RequestInfo, request_info
+from kubernetai.cluster.records import answer, negative_soa
 from kubernetai.cluster.store import ClusterStore
+from kubernetai.question import Question, ZoneResolver
+from kubernetai.request import MAX_CHASE_DEPTH, RequestInfo, request_info
 from kubernetai.zones import match_zone
 
 __all__ = ["KubernetesResolver"]
 
-class KubernetesResolver(common.ResolverBase):
+class KubernetesResolver(ZoneResolver):
     """The IResolver of one ``kubernetai`` stanza."""
 
     def __init__(self, opts: KubernetesOptions, store: ClusterStore, local_ips: Sequence[str] = ()) -> None:
-        common.ResolverBase.__init__(self)
+        ZoneResolver.__init__(self)
+        self.zones = opts.zones
         self.opts = opts
         self.store = store
         self.view = View(store, opts, tuple(local_ips))
@@ -45,18 +47,15 @@ class KubernetesResolver(common.ResolverBase):
         """Our answers depend only on this (the server's answer cache checks it)."""
         return (self.store.generation, self.store.synced)
 
-    def _lookup(self, name: bytes, cls: int, type: int, timeout: Any) -> defer.Deferred:
-        qname = name.decode("ascii", "replace") + "." if name else "."
-        zone = match_zone(qname.lower(), self.opts.zones)
-        if zone is None or cls != dns.IN:
+    def lookup_in_zone(self, q: Question, name: bytes, cls: int, type: int, timeout: Any) -> defer.Deferred:
+        if cls != dns.IN:
             return defer.fail(outcome.NotMine(name))
-        zone_q = owner_zone(qname, zone)
-        ans = answer(self.view, qname, zone_q, type)
+        ans = answer(self.view, q, type)
         if ans.refused:
             return defer.fail(outcome.Reply(dns.EREFUSED))
-        authority = [negative_soa(self.view, zone_q)]
+        authority = [negative_soa(self.view, q.zone)]
         if ans.name_error:
-            if self.opts.fallthrough.through(qname.lower()):
+            if self.opts.fallthrough.through(q.lname):
                 return defer.fail(outcome.FallthroughNXDomain(name, authority))
             if not self.store.synced:
                 reason = f"{self.opts.name()}: not synced with its cluster yet"
@@ -71,6 +70,24 @@ class KubernetesResolver(common.ResolverBase):
             if self.upstream is not None and info.chase_depth < MAX_CHASE_DEPTH:
                 return self._chase(result, ans.chase, type, info.chased())
         return defer.succeed(result)
+
+    # ------------------------------------------------------------ autopath (CoreDNS's AutoPath)
+    def serves(self, lname: str) -> bool:
+        return match_zone(lname, self.zones) is not None
+
+    def pod_namespace(self, ip: str) -> str | None:
+        if self.opts.pods != "verified":
+            return None
+        return next((pod.namespace for pod in self.store.pods_with_ip(ip)), None)
+
+    def search_domains(self, namespace: str) -> list[str]:
+        path: list[str] = []
+        for z in self.zones:  # later zones first, as the stanzas of autopath @kubernetai
+            if z == ".":
+                path = [f"{namespace}.svc.", "svc.", "."] + path
+            else:
+                path = [f"{namespace}.svc.{z}", f"svc.{z}", z] + path
+        return path
 
     def transfer(self, zone: str, serial: int | None = None) -> list | None:
         """AXFR records of ``zone`` (as the query spells it), or None if not ours."""

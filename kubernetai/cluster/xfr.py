@@ -14,19 +14,20 @@ from typing import Iterable, Iterator
 from twisted.names import dns
 
 from kubernetai.cluster.objects import EndpointSlice, Port
-from kubernetai.cluster.records import View, _address_rr, _name, _rr, endpoint_hostname
+from kubernetai.cluster.lookup import View, endpoint_hostname
+from kubernetai.cluster.records import address_rr, bare, rr
 from kubernetai.rr import soa
 
 __all__ = ["transfer"]
 
 
 def _srv(owner: str, weight: int, port: int, target: str, ttl: int) -> dns.RRHeader:
-    return _rr(owner, dns.SRV, ttl, dns.Record_SRV(0, weight, port, _name(target), ttl))
+    return rr(owner, dns.SRV, ttl, dns.Record_SRV(0, weight, port, bare(target), ttl))
 
 
 def _cluster_ip(base: str, ips: Iterable[str], ports: Iterable[Port], ttl: int) -> Iterator[dns.RRHeader]:
     for ip in ips:
-        yield _address_rr(base, ip, ttl)
+        yield address_rr(base, ip, ttl)
     for p in ports:
         yield _srv(base, 100, p.port, base, ttl)
         if p.name:  # unnamed ports have no _port._proto name (the spec)
@@ -38,9 +39,9 @@ def _headless(view: View, base: str, slices: Iterable[EndpointSlice], ttl: int) 
         ready = [(ep, a) for ep in sl.endpoints if ep.ready for a in ep.addresses]
         weight = int(100 / len(ready)) if ready else 0  # CoreDNS calcSRVWeight per subset
         for ep, addr in ready:
-            yield _address_rr(base, addr, ttl)
+            yield address_rr(base, addr, ttl)
             host = f"{endpoint_hostname(ep, addr, view.opts.endpoint_pod_names)}.{base}"
-            yield _address_rr(host, addr, ttl)
+            yield address_rr(host, addr, ttl)
             for p in sl.ports:
                 if p.name:
                     yield _srv(f"_{p.name}._{p.protocol.lower()}.{base}", weight, p.port, host, ttl)
@@ -60,10 +61,10 @@ def transfer(view: View, zone: str, serial: int | None = None) -> list[dns.RRHea
     for name, _ in addrs:
         if name not in seen:
             seen.add(name)
-            out.append(_rr(zone, dns.NS, ttl, dns.Record_NS(_name(name), ttl)))
-    out.extend(_address_rr(name, ip, 0) for name, ip in addrs)
+            out.append(rr(zone, dns.NS, ttl, dns.Record_NS(bare(name), ttl)))
+    out.extend(address_rr(name, ip, 0) for name, ip in addrs)
     store = view.store
-    if view.is_multicluster(zone):
+    if view.is_multicluster(zone.lower()):
         for (ns, name), imp in sorted(store.objects["ServiceImport"].items()):
             if not view.namespace_exposed(ns):
                 continue
@@ -79,7 +80,7 @@ def transfer(view: View, zone: str, serial: int | None = None) -> list[dns.RRHea
             base = f"{name}.{ns}.svc.{zone}"
             if svc.type == "ExternalName":
                 if svc.external_name:
-                    out.append(_rr(base, dns.CNAME, ttl, dns.Record_CNAME(_name(svc.external_name), ttl)))
+                    out.append(rr(base, dns.CNAME, ttl, dns.Record_CNAME(bare(svc.external_name), ttl)))
             elif not svc.headless:
                 out.extend(_cluster_ip(base, svc.cluster_ips, svc.ports, ttl))
             elif not view.opts.noendpoints:

@@ -19,19 +19,35 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from typing import Protocol, runtime_checkable
+
 from twisted.internet import defer
-from twisted.names import common, dns, resolve
+from twisted.names import dns, resolve
 from twisted.python.failure import Failure
 
 from kubernetai import outcome
 from kubernetai.corefile import Directive
 from kubernetai.plugin import SetupContext
-from kubernetai.cluster.resolver import KubernetesResolver
+from kubernetai.question import Question, ZoneResolver
 from kubernetai.request import request_info
 from kubernetai.values import arg_count, no_block, zone_args
-from kubernetai.zones import is_subdomain, match_zone, normalize
+from kubernetai.zones import is_subdomain, normalize
 
 RESOLV_CONF = "/etc/resolv.conf"
+
+
+@runtime_checkable
+class AutoPather(Protocol):
+    """What ``@kubernetai`` asks of a resolver in the chain (CoreDNS's AutoPath interface)."""
+
+    def serves(self, lname: str) -> bool:
+        """Whether a (lower-cased) name is in one of its zones."""
+
+    def pod_namespace(self, ip: str) -> str | None:
+        """The namespace of the pod at ``ip``, if it knows one (``pods verified``)."""
+
+    def search_domains(self, namespace: str) -> list[str]:
+        """The search path kubelet writes for a pod in ``namespace``, for its zones."""
 
 
 def search_list(path: str) -> list[str]:
@@ -49,7 +65,7 @@ def search_list(path: str) -> list[str]:
     return out
 
 
-class AutopathResolver(common.ResolverBase):
+class AutopathResolver(ZoneResolver):
     def __init__(self, zones: tuple[str, ...], static: list[str] | None, host_search: list[str]) -> None:
         super().__init__()
         self.zones = zones
@@ -58,40 +74,26 @@ class AutopathResolver(common.ResolverBase):
         self.upstream: Any = None  # the block chain
         self.next: Any = None  # the resolvers after us
 
-    def stanzas(self) -> list[KubernetesResolver]:
-        return [r for r in getattr(self.upstream, "resolvers", ()) if isinstance(r, KubernetesResolver)]
+    def stanzas(self) -> list[AutoPather]:
+        return [r for r in getattr(self.upstream, "resolvers", ()) if isinstance(r, AutoPather)]
 
-    def search_path(self, qname: str, client: str) -> list[str]:
+    def search_path(self, lname: str, client: str) -> list[str]:
         if self.static is not None:
             return self.static + [""]
         stanzas = self.stanzas()
-        if not any(match_zone(qname, s.opts.zones) for s in stanzas):
+        if not any(s.serves(lname) for s in stanzas):
             return []
-        namespace = None
-        for s in stanzas:
-            if s.opts.pods != "verified":
-                continue
-            for pod in s.store.pods_with_ip(client):
-                namespace = pod.namespace
-                break
-            if namespace:
-                break
+        namespace = next((ns for ns in (s.pod_namespace(client) for s in stanzas) if ns), None)
         if not namespace:
             return []
         path: list[str] = []
         for s in stanzas:
-            for z in s.opts.zones:
-                if z == ".":
-                    search = [f"{namespace}.svc.", "svc.", "."]
-                else:
-                    search = [f"{namespace}.svc.{z}", f"svc.{z}", z]
-                path = search + path
+            path = s.search_domains(namespace) + path  # later stanzas first, as kubernetai merges them
         return path + self.host_search + [""]
 
-    def _lookup(self, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
-        qname = name.decode("ascii", "replace") + "." if name else "."
-        lname = qname.lower()
-        if self.next is None or match_zone(lname, self.zones) is None:
+    def lookup_in_zone(self, q: Question, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
+        qname, lname = q.name, q.lname
+        if self.next is None:
             return defer.fail(outcome.NotMine(name))
         path = self.search_path(lname, request_info.get().host)
         if not path or not (lname == path[0] or is_subdomain(lname, path[0])):

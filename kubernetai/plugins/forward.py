@@ -16,13 +16,14 @@ from typing import Sequence
 import attrs
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
-from twisted.names import client, common, dns, error
+from twisted.names import client, dns, error
 
 from kubernetai import outcome
 from kubernetai.corefile import Directive
 from kubernetai.plugin import SetupContext
+from kubernetai.question import Question, ZoneResolver
 from kubernetai.values import arg_count, integer, ip_port, zone_args
-from kubernetai.zones import is_subdomain, normalize
+from kubernetai.zones import is_subdomain
 
 POLICIES = {"random", "round_robin", "sequential"}
 PROPERTIES = {"except", "force_tcp", "prefer_udp", "policy", "max_concurrent"}
@@ -55,7 +56,7 @@ class _QuietClient(client.Resolver):
 
 
 @attrs.define
-class ForwardResolver(common.ResolverBase):
+class ForwardResolver(ZoneResolver):
     """Relays queries under ``zone`` to upstream DNS servers."""
 
     zone: str
@@ -70,7 +71,8 @@ class ForwardResolver(common.ResolverBase):
     _clients: list = attrs.Factory(list)
 
     def __attrs_post_init__(self) -> None:
-        common.ResolverBase.__init__(self)
+        ZoneResolver.__init__(self)
+        self.zones = (self.zone,)
         self._clients = [_QuietClient(servers=[u], reactor=self.reactor) for u in self.upstreams]
 
     def _order(self) -> list:
@@ -83,9 +85,8 @@ class ForwardResolver(common.ResolverBase):
             clients = clients[n:] + clients[:n]
         return clients
 
-    def _lookup(self, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
-        qname = normalize(name.decode("ascii", "replace"))
-        if not is_subdomain(qname, self.zone) or any(is_subdomain(qname, z) for z in self.excluded):
+    def lookup_in_zone(self, q: Question, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
+        if any(is_subdomain(q.lname, z) for z in self.excluded):
             return defer.fail(outcome.NotMine(name))
         if self.max_concurrent and self.in_flight >= self.max_concurrent:
             return defer.fail(outcome.Reply(dns.EREFUSED))

@@ -15,15 +15,16 @@ import attrs
 from twisted.application.internet import TimerService
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.names import common, dns
+from twisted.names import dns
 
 from kubernetai import outcome
 from kubernetai.corefile import Directive
 from kubernetai.fallthrough import Fallthrough
 from kubernetai.plugin import SetupContext
-from kubernetai.rr import owner_zone, soa
+from kubernetai.question import Question, ZoneResolver
+from kubernetai.rr import soa
 from kubernetai.values import arg_count, duration, integer, zone_args
-from kubernetai.zones import match_zone, normalize
+from kubernetai.zones import normalize
 
 log = Logger(namespace="kubernetai.hosts")
 PROPERTIES = {"ttl", "no_reverse", "reload", "fallthrough"}
@@ -65,7 +66,7 @@ class HostsTable:
 
 
 @attrs.define
-class HostsResolver(common.ResolverBase):
+class HostsResolver(ZoneResolver):
     """An IResolver over a hosts file plus inline entries."""
 
     zones: tuple[str, ...]
@@ -81,7 +82,7 @@ class HostsResolver(common.ResolverBase):
     _failing: bool = False
 
     def __attrs_post_init__(self) -> None:
-        common.ResolverBase.__init__(self)
+        ZoneResolver.__init__(self)
         self.reload()
 
     def reload(self) -> None:
@@ -116,12 +117,8 @@ class HostsResolver(common.ResolverBase):
         """Our answers depend only on the current table (replaced on each reload)."""
         return self.version
 
-    def _lookup(self, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
-        qname = name.decode("ascii", "replace") + "."
-        key = normalize(qname)
-        zone = match_zone(key, self.zones)
-        if zone is None:
-            return defer.fail(outcome.NotMine(name))
+    def lookup_in_zone(self, q: Question, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
+        key = q.lname
         t = self.table
         if type == dns.PTR and not self.reverse:
             found = []
@@ -134,9 +131,9 @@ class HostsResolver(common.ResolverBase):
         else:
             found = []
         if found:
-            owner = qname.rstrip(".")
+            owner = q.name.rstrip(".")
             return defer.succeed(([dns.RRHeader(owner, type, dns.IN, self.ttl, r, auth=True) for r in found], [], []))
-        authority = [] if zone == "." else [soa(owner_zone(qname, zone), self.ttl, 0)]
+        authority = [] if q.lzone == "." else [soa(q.zone, self.ttl, 0)]
         known = t.knows(key) and (type != dns.PTR or self.reverse)
         if known:
             return defer.succeed(([], authority, []))

@@ -12,17 +12,17 @@ import ipaddress
 from typing import Any
 
 from twisted.internet import defer
-from twisted.names import common, dns
+from twisted.names import dns
 
 from kubernetai import outcome
 from kubernetai.corefile import Directive
 from kubernetai.plugin import SetupContext
+from kubernetai.question import Question, ZoneResolver
 from kubernetai.request import request_info
 from kubernetai.values import arg_count, check_known, zone_args
-from kubernetai.zones import match_zone, normalize
 
 
-class TransferResolver(common.ResolverBase):
+class TransferResolver(ZoneResolver):
     def __init__(self, zones: tuple[str, ...], allowed: list) -> None:
         super().__init__()
         self.zones = zones
@@ -42,11 +42,8 @@ class TransferResolver(common.ResolverBase):
             return False
         return any(ip in net for net in self.allowed if net != "*")
 
-    def _lookup(self, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
+    def lookup_in_zone(self, q: Question, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
         if type not in (dns.AXFR, dns.IXFR):
-            return defer.fail(outcome.NotMine(name))
-        qname = name.decode("ascii", "replace") + "." if name else "."
-        if match_zone(normalize(qname), self.zones) is None:
             return defer.fail(outcome.NotMine(name))
         info = request_info.get()
         if info.proto != "tcp" or not self.permits(info.host):
@@ -56,7 +53,7 @@ class TransferResolver(common.ResolverBase):
             transfer = getattr(resolver, "transfer", None)
             if transfer is None:
                 continue
-            records = transfer(qname, serial)
+            records = transfer(q.name, serial)
             if records is not None:
                 return defer.succeed((records, [], []))
         return defer.fail(outcome.NotMine(name))

@@ -1,0 +1,350 @@
+"""Finding what a name means in one stanza's store, as CoreDNS's kubernetes.go.  Pure.
+
+``View`` holds a stanza's store and options and makes the lookups CoreDNS's
+``Records()``/``findServices``/``findPods`` make: a name becomes ``Hit``s
+(an address or external name, a port, a target name), or ``NoSuchName``
+(NXDOMAIN).  Shaping hits into DNS records is records.py's job.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable, Iterator
+
+import attrs
+from twisted.names import dns
+
+from kubernetai.cluster.names import InvalidRequest, RecordRequest, parse_request
+from kubernetai.cluster.objects import Endpoint, EndpointSlice, Port, Service
+from kubernetai.cluster.options import KubernetesOptions
+from kubernetai.cluster.store import ClusterStore
+from kubernetai.question import Question
+
+__all__ = ["Hit", "NoSuchName", "View", "endpoint_hostname", "reverse_address"]
+
+
+class NoSuchName(Exception):
+    """The name does not exist (CoreDNS's errNoItems): NXDOMAIN."""
+
+
+@attrs.frozen
+class Hit:
+    """CoreDNS's msg.Service: an address or external name, a port, a name."""
+
+    host: str
+    port: int
+    target: str  # the record's own name (SRV target, glue owner)
+    ttl: int
+    weight: int = 0
+
+    @property
+    def kind(self) -> int:
+        try:
+            ip = ipaddress.ip_address(self.host)
+        except ValueError:
+            return dns.CNAME
+        return dns.A if ip.version == 4 else dns.AAAA
+
+
+def endpoint_hostname(ep: Endpoint, address: str, pod_names: bool) -> str:
+    if ep.hostname:
+        return ep.hostname
+    if pod_names and ep.pod and len(ep.pod) <= 63:
+        return ep.pod
+    if "." in address:
+        return address.replace(".", "-")
+    label = address.replace(":", "-")
+    # "2001:db8::" would end (or "::1" start) with a dash: pad with 0 as CoreDNS.
+    if label.endswith("-"):
+        label += "0"
+    if label.startswith("-"):
+        label = "0" + label
+    return label
+
+
+def reverse_address(lname: str) -> str | None:
+    """The IP address a reverse name (lower-cased) stands for, or None."""
+    if lname.endswith(".in-addr.arpa."):
+        parts = lname[: -len(".in-addr.arpa.")].split(".")
+        if len(parts) != 4:
+            return None
+        try:
+            return str(ipaddress.IPv4Address(".".join(reversed(parts))))
+        except ValueError:
+            return None
+    if lname.endswith(".ip6.arpa."):
+        nibbles = lname[: -len(".ip6.arpa.")].split(".")
+        if len(nibbles) != 32 or any(len(n) != 1 for n in nibbles):
+            return None
+        try:
+            return str(ipaddress.IPv6Address(int("".join(reversed(nibbles)), 16)))
+        except ValueError:
+            return None
+    return None
+
+
+@attrs.define
+class View:
+    """One stanza's store and options, with the lookups CoreDNS's findServices makes."""
+
+    store: ClusterStore
+    opts: KubernetesOptions
+    local_ips: tuple[str, ...] = ()
+
+    def ns_addrs(self, zone: str) -> list[tuple[str, str]]:
+        """(name, address) of our own NS, as CoreDNS's nsAddrs.
+
+        The Services whose endpoints hold one of our addresses name us
+        (cluster IPs of a ClusterIP Service, endpoint names of a headless
+        one); failing that, ``ns.dns.<zone>`` with our own addresses.
+        """
+        out: list[tuple[str, str]] = []
+        found = False
+        for ip in self.local_ips:
+            for sl in self.store.slices_by_ip.get(ip, {}).values():
+                found = True
+                svc = self.store.service(sl.namespace, sl.service)
+                if svc is None:
+                    continue
+                base = f"{svc.name}.{svc.namespace}.svc.{zone}"
+                if svc.headless:
+                    for ep in sl.endpoints:
+                        if ep.ready:
+                            for addr in ep.addresses:
+                                out.append((f"{endpoint_hostname(ep, addr, self.opts.endpoint_pod_names)}.{base}", addr))
+                else:
+                    out.extend((base, cip) for cip in svc.cluster_ips)
+        if not found:
+            name = f"ns.dns.{zone}" if zone != "." else "ns.dns."
+            out = [(name, ip) for ip in self.local_ips]
+        return out
+
+    # ------------------------------------------------------------ existence
+    def namespace_exposed(self, namespace: str) -> bool:
+        if self.store.namespace(namespace) is None:
+            return False
+        if self.opts.namespaces:
+            return namespace in self.opts.namespaces
+        return True
+
+    def primary_zone(self) -> str:
+        for z in self.opts.zones:
+            if not z.endswith(("in-addr.arpa.", "ip6.arpa.")):
+                return z
+        return self.opts.zones[0]
+
+    def is_multicluster(self, lzone: str) -> bool:
+        return lzone in self.opts.multicluster
+
+    def request(self, q: Question) -> RecordRequest:
+        """The name parsed against the schema; NoSuchName if it is not of it."""
+        try:
+            return parse_request(q.lname, q.lzone, self.is_multicluster(q.lzone), self.opts.zonal)
+        except InvalidRequest:
+            raise NoSuchName() from None
+
+    # ------------------------------------------------------------ names → hits
+    def records(self, q: Question) -> list[Hit]:
+        """Services or pods a name means: CoreDNS's Records()."""
+        r = self.request(q)
+        if not r.pod_or_svc:
+            return []
+        if q.lname.endswith(("in-addr.arpa.", "ip6.arpa.")):
+            raise NoSuchName()
+        if r.pod_or_svc == "pod":
+            return self.find_pods(r, q.zone)
+        if self.is_multicluster(q.lzone):
+            return self.find_multicluster(r, q.zone)
+        if r.zone:
+            return self.find_zonal(r, q.zone)
+        return self.find_services(r, q.zone)
+
+    def services(self, q: Question, qtype: int) -> list[Hit]:
+        """CoreDNS's Kubernetes.Services(): the special names, then Records()."""
+        if q.lname == ("ns.dns." + q.lzone if q.lzone != "." else "ns.dns."):
+            return [Hit(ip, 0, q.name, self.opts.ttl) for _, ip in self.ns_addrs(q.zone)]
+        hits = self.records(q)
+        if qtype == dns.SRV:
+            hits = [h for h in hits if h.kind != dns.CNAME]
+        return hits
+
+    def apex_or_services(self, q: Question, qtype: int) -> list[Hit]:
+        if q.apex:
+            return []  # the apex has no A of its own: NODATA
+        return self.services(q, qtype)
+
+    def exists_empty(self, q: Question) -> bool:
+        """A zonal name whose service exists but has no endpoint in that zone."""
+        try:
+            r = self.request(q)
+        except NoSuchName:
+            return False
+        return bool(r.zone) and self.store.service(r.namespace, r.service) is not None
+
+    def endpoints_of(self, svc: Service) -> Iterator[tuple[Endpoint, str, tuple[Port, ...]]]:
+        """Ready (endpoint, address, ports) of a service, duplicates across slices merged."""
+        for ep, addr, sl in _ready(self.store.slices(svc.namespace, svc.name), merge=True):
+            yield ep, addr, sl.ports
+
+    def has_endpoints(self, svc: Service) -> bool:
+        return any(True for _ in self.endpoints_of(svc))
+
+    def find_services(self, r: RecordRequest, zone: str) -> list[Hit]:
+        if not self.namespace_exposed(r.namespace):
+            raise NoSuchName()
+        if not r.service:
+            return []  # NODATA: the namespace exists
+        svc = self.store.service(r.namespace, r.service)
+        if svc is None:
+            raise NoSuchName()
+        ttl = self.opts.ttl
+        base = f"{r.service}.{r.namespace}.svc.{zone}" if zone != "." else f"{r.service}.{r.namespace}.svc."
+        if self.opts.ignore_empty_service and svc.type != "ExternalName" and not svc.headless:
+            if not self.has_endpoints(svc):
+                raise NoSuchName()
+        if svc.type == "ExternalName":
+            if r.endpoint or not svc.external_name:
+                raise NoSuchName()
+            hit = Hit(svc.external_name, 0, base, ttl)
+            if hit.kind != dns.CNAME:
+                raise NoSuchName()
+            return [hit]
+        if svc.headless or r.endpoint:
+            if self.opts.noendpoints:
+                raise NoSuchName()
+            named = ((addr, endpoint_hostname(ep, addr, self.opts.endpoint_pod_names), ports)
+                     for ep, addr, ports in self.endpoints_of(svc))
+            return _endpoint_hits(r, ((a, f"{h}.{base}", p) for a, h, p in named if not r.endpoint or r.endpoint == h), ttl)
+        return _ip_hits(r, svc.ports, svc.cluster_ips, base, ttl)
+
+    def find_pods(self, r: RecordRequest, zone: str) -> list[Hit]:
+        mode = self.opts.pods
+        if mode == "disabled":
+            raise NoSuchName()
+        if not self.namespace_exposed(r.namespace):
+            raise NoSuchName()
+        if not r.service:
+            return []
+        name = r.service
+        if name.count("-") == 3 and "--" not in name:
+            ip = name.replace("-", ".")
+        else:
+            ip = name.replace("-", ":")
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except ValueError:
+            raise NoSuchName() from None
+        target = f"{name}.{r.namespace}.pod.{zone}"
+        if mode == "insecure":
+            return [Hit(ip, 0, target, self.opts.ttl)]
+        for p in self.store.pods_with_ip(ip):
+            if p.namespace == r.namespace:
+                return [Hit(ip, 0, target, self.opts.ttl)]
+        raise NoSuchName()
+
+    def find_multicluster(self, r: RecordRequest, zone: str) -> list[Hit]:
+        if not self.namespace_exposed(r.namespace):
+            raise NoSuchName()
+        if not r.service:
+            return []
+        imp = self.store.service_import(r.namespace, r.service)
+        if imp is None:
+            raise NoSuchName()
+        ttl = self.opts.ttl
+        base = f"{r.service}.{r.namespace}.svc.{zone}"
+        if imp.type == "Headless" or r.endpoint:
+            items = []
+            for ep, addr, sl in _ready(self.store.mcs_slices(r.namespace, r.service), merge=False):
+                host = endpoint_hostname(ep, addr, self.opts.endpoint_pod_names)
+                if not r.endpoint or (r.endpoint == host and r.cluster == sl.cluster):
+                    items.append((addr, f"{host}.{sl.cluster}.{base}", sl.ports))
+            return _endpoint_hits(r, items, ttl)
+        return _ip_hits(r, imp.ports, imp.ips, base, ttl)
+
+    def find_zonal(self, r: RecordRequest, zone: str) -> list[Hit]:
+        svc = self.store.service(r.namespace, r.service)
+        if not self.namespace_exposed(r.namespace) or svc is None or not svc.headless:
+            raise NoSuchName()
+        base = f"{r.service}.{r.namespace}.svc.{zone}"
+        every, local = [], []
+        for ep, addr, ports in self.endpoints_of(svc):
+            host = endpoint_hostname(ep, addr, self.opts.endpoint_pod_names)
+            for p in ports or (None,):
+                hit = Hit(addr, p.port if p else -1, f"{host}.{base}", self.opts.ttl)
+                every.append(hit)
+                if ep.zone.lower() == r.zone:
+                    local.append(hit)
+        if local or r.zone_mode == "pin":
+            return local
+        return every
+
+    # ------------------------------------------------------------ addresses → names
+    def reverse_targets(self, ip: str) -> list[str]:
+        """The names an IP address stands for (PTR targets, in the primary zone); NoSuchName if none."""
+        zone = self.primary_zone()
+        for svc in self.store.services_by_ip.get(ip, {}).values():
+            if self.opts.namespaces and svc.namespace not in self.opts.namespaces:
+                continue
+            return [f"{svc.name}.{svc.namespace}.svc.{zone}"]
+        out = []
+        for sl in self.store.slices_by_ip.get(ip, {}).values():
+            if self.opts.namespaces and sl.namespace not in self.opts.namespaces:
+                continue
+            for ep in sl.endpoints:
+                if not ep.ready or ip not in ep.addresses:
+                    continue
+                host = endpoint_hostname(ep, ip, self.opts.endpoint_pod_names)
+                out.append(f"{host}.{sl.service}.{sl.namespace}.svc.{zone}")
+        if not out:
+            raise NoSuchName()
+        return out
+
+
+def _ready(slices: Iterable[EndpointSlice], merge: bool) -> Iterator[tuple[Endpoint, str, EndpointSlice]]:
+    """Ready (endpoint, address, slice) in slice-name order; ``merge`` drops repeats across slices."""
+    seen: set[tuple[str, str]] = set()
+    for sl in sorted(slices, key=lambda s: s.name):
+        for ep in sl.endpoints:
+            if not ep.ready:
+                continue
+            for addr in ep.addresses:
+                if merge:
+                    if (addr, ep.hostname) in seen:
+                        continue
+                    seen.add((addr, ep.hostname))
+                yield ep, addr, sl
+
+
+def _endpoint_hits(r: RecordRequest, items: Iterable[tuple[str, str, tuple[Port, ...]]], ttl: int) -> list[Hit]:
+    """(address, name, ports) → hits per matching port (port -1 when the slice has none)."""
+    hits = []
+    for addr, target, ports in items:
+        for p in ports or (None,):
+            if p is None and r.is_srv_form:
+                continue
+            if p is not None and not _port_match(r, p.name, p.protocol):
+                continue
+            hits.append(Hit(addr, p.port if p else -1, target, ttl))
+    if not hits:
+        raise NoSuchName()
+    return hits
+
+
+def _ip_hits(r: RecordRequest, ports: Iterable[Port], ips: Iterable[str], target: str, ttl: int) -> list[Hit]:
+    """Cluster IPs × matching ports; NXDOMAIN when no port matches (as CoreDNS)."""
+    hits, found = [], False
+    for p in ports:
+        if _port_match(r, p.name, p.protocol):
+            found = True
+            hits.extend(Hit(ip, p.port, target, ttl) for ip in ips)
+    if not found:
+        raise NoSuchName()
+    return hits
+
+
+def _port_match(r: RecordRequest, name: str, protocol: str) -> bool:
+    if r.port and r.port != name.lower():
+        return False
+    if r.protocol and r.protocol != protocol.lower():
+        return False
+    return True
