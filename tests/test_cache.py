@@ -8,7 +8,7 @@ import dns.rcode
 from twisted.internet import task
 from twisted.names import dns as tdns
 
-from kubernetai.cluster.objects import CONVERTERS
+from kubernetai.cluster.kinds import convert
 from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.resolver import KubernetesResolver
 from kubernetai.chain import chain
@@ -39,7 +39,7 @@ def rig(*extra):
 
 
 def add(store, obj):
-    store.apply("ADDED", obj["kind"], CONVERTERS[obj["kind"]](obj))
+    store.apply("ADDED", obj["kind"], convert(obj["kind"], obj))
 
 
 def ask(f, name, rdtype="A", proto="udp", **kw):
@@ -74,7 +74,7 @@ def test_store_change_invalidates():
     assert ask(f, "web.ns.svc.cluster.local").answer[0][0].address == "10.96.0.10"
     add(store, service("web", "ns", ip="10.96.0.99"))
     assert ask(f, "web.ns.svc.cluster.local").answer[0][0].address == "10.96.0.99"
-    store.apply("DELETED", "Service", CONVERTERS["Service"](service("web", "ns")))
+    store.apply("DELETED", "Service", convert("Service", service("web", "ns")))
     assert ask(f, "web.ns.svc.cluster.local").rcode() == dns.rcode.NXDOMAIN
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.names import dns
 
-from kubernetai.cluster.objects import CONVERTERS
+from kubernetai.cluster.kinds import convert
 from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.lookup import View
 from kubernetai.cluster.records import answer
@@ -21,7 +21,7 @@ Z = "cluster.local."
 def store_with(objects) -> ClusterStore:
     s = ClusterStore(clock=lambda: 1700000000.0)
     for obj in objects:
-        s.apply("ADDED", obj["kind"], CONVERTERS[obj["kind"]](obj))
+        s.apply("ADDED", obj["kind"], convert(obj["kind"], obj))
     return s
 
 

@@ -282,10 +282,10 @@ def test_endpointslices_are_indexed_by_service(rig):
     spec = ResourceSpec("EndpointSlice", "/apis/discovery.k8s.io/v1", "endpointslices")
     r = rig([slice_("web", ["10.0.0.1", "10.0.0.2"]), slice_("web", ["10.0.0.3"], name="web-2")], spec=spec).start()
     assert sorted(s.name for s in r.store.slices("default", "web")) == ["web-2", "web-abcde"]
-    assert set(r.store.slices_by_ip) == {"10.0.0.1", "10.0.0.2", "10.0.0.3"}
+    assert set(r.store.indexes["slices_by_ip"]) == {"10.0.0.1", "10.0.0.2", "10.0.0.3"}
     r.cluster.delete("EndpointSlice", "default", "web-2")
     r.flush()
-    assert "10.0.0.3" not in r.store.slices_by_ip
+    assert "10.0.0.3" not in r.store.indexes["slices_by_ip"]
 
 
 def test_stop_cancels_cleanly(rig):

@@ -101,7 +101,7 @@ class View:
         out: list[tuple[str, str]] = []
         found = False
         for ip in self.local_ips:
-            for sl in self.store.slices_by_ip.get(ip, {}).values():
+            for sl in self.store.slices_with_ip(ip):
                 found = True
                 svc = self.store.service(sl.namespace, sl.service)
                 if svc is None:
@@ -282,12 +282,12 @@ class View:
     def reverse_targets(self, ip: str) -> list[str]:
         """The names an IP address stands for (PTR targets, in the primary zone); NoSuchName if none."""
         zone = self.primary_zone()
-        for svc in self.store.services_by_ip.get(ip, {}).values():
+        for svc in self.store.services_with_ip(ip):
             if self.opts.namespaces and svc.namespace not in self.opts.namespaces:
                 continue
             return [f"{svc.name}.{svc.namespace}.svc.{zone}"]
         out = []
-        for sl in self.store.slices_by_ip.get(ip, {}).values():
+        for sl in self.store.slices_with_ip(ip):
             if self.opts.namespaces and sl.namespace not in self.opts.namespaces:
                 continue
             for ep in sl.endpoints:

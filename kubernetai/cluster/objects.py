@@ -9,7 +9,7 @@ repeat across objects (namespaces, port names, protocols) are interned.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import attrs
 
@@ -22,7 +22,6 @@ __all__ = [
     "Namespace",
     "ServiceImport",
     "ObjectError",
-    "CONVERTERS",
     "SERVICE_NAME_LABEL",
     "MCS_SERVICE_NAME_LABEL",
 ]
@@ -53,7 +52,6 @@ class Service:
     cluster_ips: tuple[str, ...]
     ports: tuple[Port, ...]
     external_name: str = ""
-    labels: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -70,7 +68,6 @@ class Endpoint:
     hostname: str = ""
     ready: bool = True
     pod: str = ""  # targetRef name when it is a Pod
-    node: str = ""
     zone: str = ""
 
 
@@ -79,7 +76,6 @@ class EndpointSlice:
     namespace: str
     name: str
     service: str
-    address_type: str
     endpoints: tuple[Endpoint, ...]
     ports: tuple[Port, ...]
     mcs: bool = False  # owned by a ServiceImport (multicluster.kubernetes.io/service-name)
@@ -104,7 +100,6 @@ class Pod:
 @attrs.frozen(slots=True)
 class Namespace:
     name: str
-    labels: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -132,11 +127,6 @@ def _meta(obj: Mapping[str, Any]) -> tuple[str, str, Mapping[str, Any]]:
     return _intern(meta.get("namespace") or ""), name, meta
 
 
-def _labels(meta: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    labels = meta.get("labels") or {}
-    return tuple(sorted((_intern(k), _intern(str(v))) for k, v in labels.items()))
-
-
 def _ports(items: Any) -> tuple[Port, ...]:
     out = []
     for p in items or ():
@@ -159,7 +149,6 @@ def service(obj: Mapping[str, Any]) -> Service:
         tuple(ips),
         _ports(spec.get("ports")),
         (spec.get("externalName") or "") if svc_type == "ExternalName" else "",
-        _labels(meta),
     )
 
 
@@ -179,7 +168,6 @@ def endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
                 # Kubernetes: a nil ready condition means ready.
                 conditions.get("ready") is not False,
                 ref.get("name", "") if ref.get("kind") == "Pod" else "",
-                _intern(ep.get("nodeName") or ""),
                 _intern(ep.get("zone") or ""),
             )
         )
@@ -187,7 +175,6 @@ def endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
         ns,
         name,
         owner,
-        _intern(obj.get("addressType") or "IPv4"),
         tuple(endpoints),
         _ports(obj.get("ports")),
         mcs,
@@ -205,20 +192,11 @@ def pod(obj: Mapping[str, Any]) -> Pod:
 
 
 def namespace(obj: Mapping[str, Any]) -> Namespace:
-    _, name, meta = _meta(obj)
-    return Namespace(name, _labels(meta))
+    _, name, _ = _meta(obj)
+    return Namespace(name)
 
 
 def service_import(obj: Mapping[str, Any]) -> ServiceImport:
     ns, name, _ = _meta(obj)
     spec = obj.get("spec") or {}
     return ServiceImport(ns, name, _intern(spec.get("type") or "ClusterSetIP"), tuple(spec.get("ips") or ()), _ports(spec.get("ports")))
-
-
-CONVERTERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
-    "Service": service,
-    "EndpointSlice": endpoint_slice,
-    "Pod": pod,
-    "Namespace": namespace,
-    "ServiceImport": service_import,
-}

@@ -24,7 +24,8 @@ from twisted.internet import task
 from twisted.logger import Logger
 from twisted.python import filepath
 
-from kubernetai.cluster.objects import CONVERTERS, ObjectError
+from kubernetai.cluster import kinds
+from kubernetai.cluster.objects import ObjectError
 from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.store import ClusterStore
 
@@ -134,14 +135,7 @@ class ManifestSource(Service):
 
     def kinds(self) -> list[str]:
         """The kinds this stanza would watch from an API server."""
-        kinds = ["Service", "Namespace"]
-        if not self.opts.noendpoints:
-            kinds.append("EndpointSlice")
-        if self.opts.pods == "verified":
-            kinds.append("Pod")
-        if self.opts.multicluster:
-            kinds.append("ServiceImport")
-        return kinds
+        return [k.name for k in kinds.needed(self.opts)]
 
     # ------------------------------------------------------------ service
     def startService(self) -> None:
@@ -231,19 +225,19 @@ class ManifestSource(Service):
     def _convert(self, path: str, docs: list[dict]) -> list[tuple[str, Any]]:
         """Filter and shrink a file's objects as soon as they are read."""
         out: list[tuple[str, Any]] = []
-        wanted_kinds = self.kinds()
+        wanted = {k.name: k for k in kinds.needed(self.opts)}
         for obj in docs:
             kind = obj.get("kind") or ""
-            if kind not in CONVERTERS:
+            if kind not in kinds.KINDS:
                 if kind not in self._unknown:
                     self._unknown.add(kind)
                     log.info("{cluster}: ignoring objects of kind {kind!r} (first seen in {path})",
                              cluster=self.cluster, kind=kind or "(none)", path=path)
                 continue
-            if kind not in wanted_kinds or not self._wanted(kind, obj):
+            if kind not in wanted or not kinds.selected(self.opts, wanted[kind], obj):
                 continue
             try:
-                out.append((kind, CONVERTERS[kind](obj)))
+                out.append((kind, kinds.convert(kind, obj)))
             except (ObjectError, TypeError, ValueError, AttributeError) as e:
                 log.warn("{cluster}: {path}: skipping a malformed {kind}: {error}", cluster=self.cluster, path=path, kind=kind, error=e)
         return out
@@ -256,18 +250,6 @@ class ManifestSource(Service):
         for kind, objs in by_kind.items():
             self.store.relist((kind, ""), objs)
         self.state = "synced" if not self._errors else f"{len(self._errors)} file(s) unreadable"
-
-    def _wanted(self, kind: str, obj: dict) -> bool:
-        """The stanza's filters, applied here as the API server would apply them."""
-        meta = obj.get("metadata") or {}
-        labels = meta.get("labels") or {}
-        if kind == "Namespace":
-            return not self.opts.namespace_labels or self.opts.namespace_labels.matches(labels)
-        if self.opts.namespaces and meta.get("namespace") not in self.opts.namespaces:
-            return False
-        if kind in ("Service", "EndpointSlice") and self.opts.labels:
-            return self.opts.labels.matches(labels)
-        return True
 
     def status(self) -> dict:
         return {"files": len(self._files), "unreadable": dict(self._errors)}

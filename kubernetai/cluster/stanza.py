@@ -9,6 +9,7 @@ from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from kubernetai.cluster import kinds
 from kubernetai.cluster.kubeapi import ApiClient
 from kubernetai.cluster.kubeconfig import Connection
 from kubernetai.cluster.options import KubernetesOptions
@@ -23,18 +24,11 @@ log = Logger()
 
 def resource_specs(opts: KubernetesOptions) -> list[ResourceSpec]:
     """What a stanza watches; namespaces and label selectors applied server-side."""
-    selector = str(opts.labels)
-    namespaces = opts.namespaces or ("",)
-    specs = [ResourceSpec("Service", "/api/v1", "services", ns, selector) for ns in namespaces]
-    if not opts.noendpoints:
-        specs += [ResourceSpec("EndpointSlice", "/apis/discovery.k8s.io/v1", "endpointslices", ns, selector) for ns in namespaces]
-    if opts.pods == "verified":
-        specs += [ResourceSpec("Pod", "/api/v1", "pods", ns) for ns in namespaces]
-    # Namespaces are always watched: a name exists only in an existing
-    # namespace (CoreDNS's namespaceExposed), and namespace_labels filters them.
-    specs.append(ResourceSpec("Namespace", "/api/v1", "namespaces", "", str(opts.namespace_labels)))
-    if opts.multicluster:
-        specs += [ResourceSpec("ServiceImport", "/apis/multicluster.x-k8s.io/v1alpha1", "serviceimports", ns) for ns in namespaces]
+    specs = []
+    for kind in kinds.needed(opts):
+        selector = str(kind.selector(opts)) if kind.selector else ""
+        for ns in (opts.namespaces or ("",)) if kind.namespaced else ("",):
+            specs.append(ResourceSpec(kind.name, kind.api, kind.plural, ns, selector))
     return specs
 
 

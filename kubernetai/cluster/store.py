@@ -16,14 +16,40 @@ from typing import Any, Callable, Iterable
 
 import attrs
 
+from kubernetai.cluster.kinds import KINDS
 from kubernetai.cluster.objects import EndpointSlice, Namespace, Pod, Service, ServiceImport
 
-__all__ = ["ClusterStore", "KINDS", "Scope"]
-
-KINDS = ("Service", "EndpointSlice", "Pod", "Namespace", "ServiceImport")
+__all__ = ["ClusterStore", "INDEXES", "Index", "Scope"]
 
 # (kind, namespace or "" for all namespaces): the unit a watcher lists.
 Scope = tuple[str, str]
+
+
+@attrs.frozen
+class Index:
+    """objects of ``kind`` by each of ``keys(obj)``, each bucket keyed by ``slot(obj)``."""
+
+    name: str
+    kind: str
+    keys: Callable[[Any], Iterable[Any]]
+    slot: Callable[[Any], Any]
+
+
+def _slice_ips(sl: EndpointSlice) -> Iterable[str]:
+    return (ip for ep in sl.endpoints for ip in ep.addresses)
+
+
+# Every index, named by what queries ask.  ``_index``/``_unindex`` walk this table.
+INDEXES: tuple[Index, ...] = (
+    Index("slices_by_service", "EndpointSlice",
+          lambda sl: [(sl.namespace, sl.service)] if sl.service and not sl.mcs else [], lambda sl: sl.name),
+    Index("mcs_slices_by_service", "EndpointSlice",
+          lambda sl: [(sl.namespace, sl.service)] if sl.service and sl.mcs else [], lambda sl: sl.name),
+    Index("slices_by_ip", "EndpointSlice", _slice_ips, lambda sl: sl.key),
+    Index("services_by_ip", "Service", lambda svc: [ip for ip in svc.cluster_ips if ip != "None"], lambda svc: svc.key),
+    Index("pods_by_ip", "Pod", lambda pod: pod.ips, lambda pod: pod.key),
+)
+_INDEXES_OF: dict[str, tuple[Index, ...]] = {kind: tuple(i for i in INDEXES if i.kind == kind) for kind in KINDS}
 
 
 @attrs.define(eq=False)
@@ -32,12 +58,8 @@ class ClusterStore:
 
     clock: Callable[[], float] = time.time
     objects: dict[str, dict[tuple[str, str], Any]] = attrs.Factory(lambda: {k: {} for k in KINDS})
-    # indexes
-    slices_by_service: dict[tuple[str, str], dict[str, EndpointSlice]] = attrs.Factory(dict)
-    mcs_slices_by_service: dict[tuple[str, str], dict[str, EndpointSlice]] = attrs.Factory(dict)
-    services_by_ip: dict[str, dict[tuple[str, str], Service]] = attrs.Factory(dict)
-    slices_by_ip: dict[str, dict[tuple[str, str], EndpointSlice]] = attrs.Factory(dict)
-    pods_by_ip: dict[str, dict[tuple[str, str], Pod]] = attrs.Factory(dict)
+    # INDEXES by name: key → {slot: object}
+    indexes: dict[str, dict[Any, dict[Any, Any]]] = attrs.Factory(lambda: {i.name: {} for i in INDEXES})
     # sync state
     required: set[Scope] = attrs.Factory(set)
     synced_scopes: set[Scope] = attrs.Factory(set)
@@ -52,11 +74,20 @@ class ClusterStore:
     def service(self, namespace: str, name: str) -> Service | None:
         return self.objects["Service"].get((namespace, name))
 
+    def _find(self, index: str, key: Any) -> Iterable[Any]:
+        return self.indexes[index].get(key, {}).values()
+
     def slices(self, namespace: str, service: str) -> Iterable[EndpointSlice]:
-        return self.slices_by_service.get((namespace, service), {}).values()
+        return self._find("slices_by_service", (namespace, service))
 
     def mcs_slices(self, namespace: str, service: str) -> Iterable[EndpointSlice]:
-        return self.mcs_slices_by_service.get((namespace, service), {}).values()
+        return self._find("mcs_slices_by_service", (namespace, service))
+
+    def slices_with_ip(self, ip: str) -> Iterable[EndpointSlice]:
+        return self._find("slices_by_ip", ip)
+
+    def services_with_ip(self, ip: str) -> Iterable[Service]:
+        return self._find("services_by_ip", ip)
 
     def namespace(self, name: str) -> Namespace | None:
         return self.objects["Namespace"].get(("", name))
@@ -65,7 +96,7 @@ class ClusterStore:
         return self.objects["ServiceImport"].get((namespace, name))
 
     def pods_with_ip(self, ip: str) -> Iterable[Pod]:
-        return self.pods_by_ip.get(ip, {}).values()
+        return self._find("pods_by_ip", ip)
 
     def counts(self) -> dict[str, int]:
         return {kind: len(objs) for kind, objs in self.objects.items()}
@@ -142,34 +173,16 @@ class ClusterStore:
         return True
 
     def _index(self, kind: str, obj: Any) -> None:
-        if kind == "EndpointSlice":
-            by = self.mcs_slices_by_service if obj.mcs else self.slices_by_service
-            if obj.service:
-                by.setdefault((obj.namespace, obj.service), {})[obj.name] = obj
-            for ep in obj.endpoints:
-                for ip in ep.addresses:
-                    self.slices_by_ip.setdefault(ip, {})[obj.key] = obj
-        elif kind == "Service":
-            for ip in obj.cluster_ips:
-                if ip != "None":
-                    self.services_by_ip.setdefault(ip, {})[obj.key] = obj
-        elif kind == "Pod":
-            for ip in obj.ips:
-                self.pods_by_ip.setdefault(ip, {})[obj.key] = obj
+        for index in _INDEXES_OF[kind]:
+            table = self.indexes[index.name]
+            for key in index.keys(obj):
+                table.setdefault(key, {})[index.slot(obj)] = obj
 
     def _unindex(self, kind: str, obj: Any) -> None:
-        if kind == "EndpointSlice":
-            by = self.mcs_slices_by_service if obj.mcs else self.slices_by_service
-            _discard(by, (obj.namespace, obj.service), obj.name)
-            for ep in obj.endpoints:
-                for ip in ep.addresses:
-                    _discard(self.slices_by_ip, ip, obj.key)
-        elif kind == "Service":
-            for ip in obj.cluster_ips:
-                _discard(self.services_by_ip, ip, obj.key)
-        elif kind == "Pod":
-            for ip in obj.ips:
-                _discard(self.pods_by_ip, ip, obj.key)
+        for index in _INDEXES_OF[kind]:
+            table = self.indexes[index.name]
+            for key in index.keys(obj):
+                _discard(table, key, index.slot(obj))
 
 
 def _discard(index: dict, outer: Any, inner: Any) -> None:

@@ -26,7 +26,8 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
 from kubernetai.cluster.kubeapi import ApiClient, ApiError
-from kubernetai.cluster.objects import CONVERTERS, ObjectError
+from kubernetai.cluster import kinds
+from kubernetai.cluster.objects import ObjectError
 from kubernetai.cluster.store import ClusterStore
 
 __all__ = ["ResourceSpec", "Watcher", "Gone", "WatchError", "Backoff"]
@@ -270,7 +271,7 @@ class Watcher(Service):
 
     @defer.inlineCallbacks
     def _list(self) -> Any:
-        convert = CONVERTERS[self.spec.kind]
+        convert = kinds.KINDS[self.spec.kind].shrink
         relist = self.store.begin_relist(self.spec.scope)
         token = None
         while True:
@@ -346,7 +347,7 @@ class Watcher(Service):
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             raise WatchError(f"unknown watch event type {kind!r}")
         try:
-            value = CONVERTERS[self.spec.kind](obj)
+            value = kinds.convert(self.spec.kind, obj)
         except (ObjectError, TypeError, ValueError, AttributeError) as e:
             log.warn("{cluster}: skipping a malformed {kind} event: {error}", cluster=self.cluster, kind=self.spec.kind, error=e)
         else:
