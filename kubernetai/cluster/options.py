@@ -8,6 +8,7 @@ error names the file and line.  Pure: nothing here touches the network.
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import attrs
 
@@ -19,12 +20,6 @@ from kubernetai.values import arg_count, duration, zone_args
 __all__ = ["KubernetesOptions", "parse_options", "PODS_MODES", "PROPERTIES"]
 
 PODS_MODES = ("disabled", "insecure", "verified")
-PROPERTIES = (
-    "endpoint", "tls", "kubeconfig", "namespaces", "namespace_labels", "labels", "pods",
-    "endpoint_pod_names", "ttl", "noendpoints", "fallthrough", "ignore", "multicluster",
-    "startup_timeout", "apiserver_qps", "apiserver_burst", "apiserver_max_inflight", "zonal",
-    "manifests",
-)
 
 
 @attrs.frozen
@@ -78,79 +73,120 @@ def _selector(d: Directive) -> Selector:
         raise d.error(f"unable to parse label selector value: '{text}': {e}") from None
 
 
-def _number(d: Directive, cast: type) -> float | int:
-    (text,) = arg_count(d, 1, 1)
+# ------------------------------------------------------------ one parser per property
+# Each takes the property's Directive (and the stanza's zones so far) and
+# returns the KubernetesOptions fields it sets.  PROPERTIES is derived from it.
+
+
+def _endpoint(c: Directive, zones: tuple[str, ...]) -> dict:
+    # Several endpoints are deprecated upstream; only the first is used.
+    return {"endpoint": arg_count(c, 1)[0]}
+
+
+def _tls(c: Directive, zones: tuple[str, ...]) -> dict:
+    return {"tls": tuple(arg_count(c, 3, 3))}
+
+
+def _kubeconfig(c: Directive, zones: tuple[str, ...]) -> dict:
+    args = arg_count(c, 1, 2)
+    return {"kubeconfig": args[0], "context": args[1] if len(args) == 2 else ""}
+
+
+def _pods(c: Directive, zones: tuple[str, ...]) -> dict:
+    (mode,) = arg_count(c, 1, 1)
+    if mode not in PODS_MODES:
+        raise c.error(f"wrong value for pods: {mode}, must be one of: {', '.join(PODS_MODES)}")
+    return {"pods": mode}
+
+
+def _flag(c: Directive, zones: tuple[str, ...]) -> dict:
+    arg_count(c, 0, 0)
+    return {c.name: True}
+
+
+def _ttl(c: Directive, zones: tuple[str, ...]) -> dict:
+    (text,) = arg_count(c, 1, 1)
     try:
-        value = cast(text)
+        ttl = int(text)
     except ValueError:
-        raise d.error(f"{d.name} must be a number, got {text!r}") from None
-    if value < 0:
-        raise d.error(f"{d.name} must be >= 0, got {text}")
-    return value
+        raise c.error(f"ttl must be an integer, got {text!r}") from None
+    if not 0 <= ttl <= 3600:
+        raise c.error(f"ttl must be in range [0, 3600]: {ttl}")
+    return {"ttl": ttl}
+
+
+def _ignore(c: Directive, zones: tuple[str, ...]) -> dict:
+    # As CoreDNS: the first argument decides, further ones are ignored.
+    if not c.args:
+        return {}
+    if c.args[0] != "empty_service":
+        raise c.error(f"unable to parse ignore value: '{c.args[0]}' (allowed: empty_service)")
+    return {"ignore_empty_service": True}
+
+
+def _multicluster(c: Directive, zones: tuple[str, ...]) -> dict:
+    mzones = zone_args(c, c.args)
+    for z in mzones:
+        if z not in zones:
+            raise c.error(f"kubernetai is not authoritative for the multicluster zone {z}")
+    return {"multicluster": mzones}
+
+
+def _manifests(c: Directive, zones: tuple[str, ...]) -> dict:
+    base = os.path.dirname(os.path.abspath(c.file))
+    return {"manifests": tuple(a if os.path.isabs(a) else os.path.join(base, a) for a in arg_count(c, 1))}
+
+
+def _labels(c: Directive, zones: tuple[str, ...]) -> dict:
+    return {c.name: _selector(c)}
+
+
+def _number(cast: type) -> Callable[[Directive, tuple[str, ...]], dict]:
+    def parse(c: Directive, zones: tuple[str, ...]) -> dict:
+        (text,) = arg_count(c, 1, 1)
+        try:
+            value = cast(text)
+        except ValueError:
+            raise c.error(f"{c.name} must be a number, got {text!r}") from None
+        if value < 0:
+            raise c.error(f"{c.name} must be >= 0, got {text}")
+        return {c.name: value}
+
+    return parse
+
+
+PARSERS: dict[str, Callable[[Directive, tuple[str, ...]], dict]] = {
+    "endpoint": _endpoint,
+    "tls": _tls,
+    "kubeconfig": _kubeconfig,
+    "namespaces": lambda c, zones: {"namespaces": tuple(arg_count(c, 1))},
+    "namespace_labels": _labels,
+    "labels": _labels,
+    "pods": _pods,
+    "endpoint_pod_names": _flag,
+    "ttl": _ttl,
+    "noendpoints": _flag,
+    "fallthrough": lambda c, zones: {"fallthrough": Fallthrough.parse(c)},
+    "ignore": _ignore,
+    "multicluster": _multicluster,
+    "startup_timeout": lambda c, zones: {"startup_timeout": duration(c, arg_count(c, 1, 1)[0])},
+    "apiserver_qps": _number(float),
+    "apiserver_burst": _number(int),
+    "apiserver_max_inflight": _number(int),
+    "zonal": _flag,
+    "manifests": _manifests,
+}
+PROPERTIES = tuple(PARSERS)
 
 
 def parse_options(d: Directive, block_zones: tuple[str, ...]) -> KubernetesOptions:
     zones = zone_args(d, d.args) or block_zones
     o: dict = {"zones": zones, "file": d.file, "line": d.line}
     for c in d.children:
-        name = c.name
-        if name == "endpoint":
-            # Several endpoints are deprecated upstream; only the first is used.
-            o["endpoint"] = arg_count(c, 1)[0]
-        elif name == "tls":
-            o["tls"] = tuple(arg_count(c, 3, 3))
-        elif name == "kubeconfig":
-            args = arg_count(c, 1, 2)
-            o["kubeconfig"] = args[0]
-            o["context"] = args[1] if len(args) == 2 else ""
-        elif name == "namespaces":
-            o["namespaces"] = tuple(arg_count(c, 1))
-        elif name == "namespace_labels":
-            o["namespace_labels"] = _selector(c)
-        elif name == "labels":
-            o["labels"] = _selector(c)
-        elif name == "pods":
-            (mode,) = arg_count(c, 1, 1)
-            if mode not in PODS_MODES:
-                raise c.error(f"wrong value for pods: {mode}, must be one of: {', '.join(PODS_MODES)}")
-            o["pods"] = mode
-        elif name in ("endpoint_pod_names", "noendpoints", "zonal"):
-            arg_count(c, 0, 0)
-            o[name] = True
-        elif name == "ttl":
-            (text,) = arg_count(c, 1, 1)
-            try:
-                ttl = int(text)
-            except ValueError:
-                raise c.error(f"ttl must be an integer, got {text!r}") from None
-            if not 0 <= ttl <= 3600:
-                raise c.error(f"ttl must be in range [0, 3600]: {ttl}")
-            o["ttl"] = ttl
-        elif name == "fallthrough":
-            o["fallthrough"] = Fallthrough.parse(c)
-        elif name == "ignore":
-            # As CoreDNS: the first argument decides, further ones are ignored.
-            if c.args:
-                if c.args[0] != "empty_service":
-                    raise c.error(f"unable to parse ignore value: '{c.args[0]}' (allowed: empty_service)")
-                o["ignore_empty_service"] = True
-        elif name == "multicluster":
-            mzones = zone_args(c, c.args)
-            for z in mzones:
-                if z not in zones:
-                    raise c.error(f"kubernetai is not authoritative for the multicluster zone {z}")
-            o["multicluster"] = mzones
-        elif name == "manifests":
-            base = os.path.dirname(os.path.abspath(d.file))
-            o["manifests"] = tuple(a if os.path.isabs(a) else os.path.join(base, a) for a in arg_count(c, 1))
-        elif name == "startup_timeout":
-            o["startup_timeout"] = duration(c, arg_count(c, 1, 1)[0])
-        elif name == "apiserver_qps":
-            o["apiserver_qps"] = float(_number(c, float))
-        elif name in ("apiserver_burst", "apiserver_max_inflight"):
-            o[name] = int(_number(c, int))
-        else:
-            raise c.error(f"unknown property '{name}' (known: {', '.join(PROPERTIES)})")
+        parse = PARSERS.get(c.name)
+        if parse is None:
+            raise c.error(f"unknown property '{c.name}' (known: {', '.join(PROPERTIES)})")
+        o.update(parse(c, zones))
     if o.get("manifests"):
         for other in ("endpoint", "kubeconfig", "tls"):
             if o.get(other):
