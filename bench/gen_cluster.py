@@ -14,18 +14,48 @@ def main(out_dir: str, n: int) -> None:
     for i in range(n):
         ns = f"ns{i % 10}"
         ip = f"10.{96 + i // 65536}.{(i // 256) % 256}.{i % 256}"
-        objs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"svc{i}", "namespace": ns},
-                     "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "ports": [{"name": "http", "protocol": "TCP", "port": 80}]}})
+        objs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": f"svc{i}", "namespace": ns},
+                "spec": {
+                    "type": "ClusterIP",
+                    "clusterIP": ip,
+                    "clusterIPs": [ip],
+                    "ports": [{"name": "http", "protocol": "TCP", "port": 80}],
+                },
+            }
+        )
         queries.append(f"svc{i}.{ns}.svc.cluster.local A")
         if i % 10 == 0:
             name = f"hdl{i}"
-            objs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
-                         "spec": {"type": "ClusterIP", "clusterIP": "None", "clusterIPs": ["None"], "ports": [{"name": "http", "protocol": "TCP", "port": 80}]}})
-            objs.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                         "metadata": {"name": f"{name}-x", "namespace": ns, "labels": {"kubernetes.io/service-name": name}},
-                         "addressType": "IPv4",
-                         "endpoints": [{"addresses": [f"10.200.{(i // 256) % 256}.{(i + k) % 256}"], "conditions": {"ready": True}} for k in range(5)],
-                         "ports": [{"name": "http", "protocol": "TCP", "port": 80}]})
+            objs.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {
+                        "type": "ClusterIP",
+                        "clusterIP": "None",
+                        "clusterIPs": ["None"],
+                        "ports": [{"name": "http", "protocol": "TCP", "port": 80}],
+                    },
+                }
+            )
+            objs.append(
+                {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {"name": f"{name}-x", "namespace": ns, "labels": {"kubernetes.io/service-name": name}},
+                    "addressType": "IPv4",
+                    "endpoints": [
+                        {"addresses": [f"10.200.{(i // 256) % 256}.{(i + k) % 256}"], "conditions": {"ready": True}}
+                        for k in range(5)
+                    ],
+                    "ports": [{"name": "http", "protocol": "TCP", "port": 80}],
+                }
+            )
             queries.append(f"{name}.{ns}.svc.cluster.local A")
             queries.append(f"_http._tcp.{name}.{ns}.svc.cluster.local SRV")
         if i % 7 == 0:

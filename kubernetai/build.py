@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import socket
 import sys
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 from twisted.application.service import MultiService
@@ -18,11 +19,11 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from kubernetai.chain import chain
 from kubernetai.corefile import CorefileError, Directive, ServerBlock, parse_file, parse_text
 from kubernetai.directives import order_of, registry
 from kubernetai.listen import listen_udp_tcp
 from kubernetai.plugin import ServerContext, Setup, SetupContext
-from kubernetai.chain import chain
 from kubernetai.server import Block, KubeDNSServerFactory
 from kubernetai.zones import ZoneError, dedupe, parse_server_key
 
@@ -96,15 +97,19 @@ def _build_block(
         made = directives[d.name](d, ctx)
         if made is not None:
             resolvers.append(made)
-    block = Block(zones, chain(resolvers), ctx.observers, ctx.recursive, label=", ".join(sb.keys),
-                  classes=Block.classes_of(resolvers))
+    block = Block(
+        zones,
+        chain(resolvers),
+        ctx.observers,
+        ctx.recursive,
+        label=", ".join(sb.keys),
+        classes=Block.classes_of(resolvers),
+    )
     for user in ctx.chain_users:
         user.upstream = block.resolver
     for hook in ctx.chain_hooks:
         hook(block.resolver)
-    return BlockPlan(
-        sb.keys, zones, port, tuple(ctx.bind), tuple(d.name for d in ordered), block, sb.file, sb.line
-    )
+    return BlockPlan(sb.keys, zones, port, tuple(ctx.bind), tuple(d.name for d in ordered), block, sb.file, sb.line)
 
 
 def build(
@@ -139,7 +144,9 @@ def load(path: str, default_port: int, reactor: Any, environ: Mapping[str, str] 
     return build(parse_file(path, directives.__contains__, environ), default_port, reactor, directives)
 
 
-def load_text(text: str, default_port: int, reactor: Any, file: str = "Corefile", environ: Mapping[str, str] | None = None) -> Plan:
+def load_text(
+    text: str, default_port: int, reactor: Any, file: str = "Corefile", environ: Mapping[str, str] | None = None
+) -> Plan:
     directives = registry()
     return build(parse_text(text, file, directives.__contains__, environ), default_port, reactor, directives)
 
@@ -185,12 +192,18 @@ class KubernetaiService(MultiService):
             except CannotListenError as e:
                 self._close_ports()
                 if self.exit_on_listen_error:  # under twistd: one clear line, exit 1
-                    print(f"kubernetai: cannot listen on {interface or '*'} port {port}: {e.socketError}", file=sys.stderr)
+                    print(
+                        f"kubernetai: cannot listen on {interface or '*'} port {port}: {e.socketError}", file=sys.stderr
+                    )
                     raise SystemExit(1) from None
                 raise CannotListenError(interface, port, e.socketError) from None
             self.factories[(addr, actual)] = factory
-            log.info("kubernetai: listening on {addr} port {port} (udp+tcp) for {zones}",
-                     addr=interface or "*", port=actual, zones=" ".join(z for b in blocks for z in b.zones))
+            log.info(
+                "kubernetai: listening on {addr} port {port} (udp+tcp) for {zones}",
+                addr=interface or "*",
+                port=actual,
+                zones=" ".join(z for b in blocks for z in b.zones),
+            )
         MultiService.privilegedStartService(self)
 
     def startService(self) -> None:
@@ -203,10 +216,14 @@ class KubernetaiService(MultiService):
             defer.gatherResults(waits).addCallback(self._release, stanzas)
 
     def _release(self, synced: list[bool], stanzas: list) -> None:
-        for ok, stanza in zip(synced, stanzas):
+        for ok, stanza in zip(synced, stanzas, strict=True):
             if not ok:
-                log.warn("{name}: not synced after startup_timeout {t}s; its names answer SERVFAIL until it is "
-                         "(or fall through)", name=stanza.opts.name(), t=stanza.opts.startup_timeout)
+                log.warn(
+                    "{name}: not synced after startup_timeout {t}s; its names answer SERVFAIL until it is "
+                    "(or fall through)",
+                    name=stanza.opts.name(),
+                    t=stanza.opts.startup_timeout,
+                )
         for factory in self.factories.values():
             factory.release()
 

@@ -15,14 +15,15 @@ Two additions:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from twisted.internet import defer
 from twisted.names import dns, resolve
 from twisted.names.error import DomainError
 from twisted.python.failure import Failure
 
-from kubernetai.request import RequestInfo, request_info
+from kubernetai.request import RequestInfo, current_request, request_info
 
 __all__ = ["RequestChain", "chain"]
 
@@ -33,7 +34,7 @@ class RequestChain(resolve.ResolverChain):
     def _lookup(self, name: bytes, cls: int, type: int, timeout: Any) -> defer.Deferred:
         if not self.resolvers:
             return defer.fail(DomainError())
-        info = request_info.get()
+        info = current_request()
         q = dns.Query(name, type, cls)
         d = _consult(self.resolvers[0], q, timeout, info)
         for r in self.resolvers[1:]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from typing import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import attrs
 
@@ -74,13 +74,13 @@ class Directive:
     args: tuple[str, ...]
     file: str
     line: int
-    block: tuple["Directive", ...] | None = None
+    block: tuple[Directive, ...] | None = None
 
     def error(self, message: str) -> CorefileError:
         return CorefileError(self.file, self.line, f"{self.name}: {message}")
 
     @property
-    def children(self) -> tuple["Directive", ...]:
+    def children(self) -> tuple[Directive, ...]:
         return self.block or ()
 
 
@@ -258,9 +258,7 @@ class _Parser:
             tok = self.tok
             if tok.is_brace("{"):
                 if expecting_another:
-                    raise self.err(
-                        "expected another address but had '{' - check for extra comma"
-                    )
+                    raise self.err("expected another address but had '{' - check for extra comma")
                 if not keys:
                     raise self.err("server block has no address before '{'")
                 return keys
@@ -356,9 +354,7 @@ class _Parser:
             raise self.err("import: wrong argument count: expected exactly one argument", imp)
         arg = self.tok.text
         if self.next() and not self.is_new_line():
-            raise self.err(
-                "import: takes only one argument (snippet name, file or glob pattern)", imp
-            )
+            raise self.err("import: takes only one argument (snippet name, file or glob pattern)", imp)
         if not arg:
             raise self.err("import: requires a non-empty snippet name or file path", imp)
         if arg in self.snippets:
@@ -379,9 +375,7 @@ class _Parser:
         base = os.path.dirname(os.path.abspath(imp.file))
         path = pattern if os.path.isabs(pattern) else os.path.join(base, pattern)
         if path.count("*") > 1 or path.count("?") > 1 or ("[" in path and "]" in path):
-            raise self.err(
-                f"import: glob pattern may only contain one wildcard (* or ?): {pattern}", imp
-            )
+            raise self.err(f"import: glob pattern may only contain one wildcard (* or ?): {pattern}", imp)
         if "*" in path or "?" in path:
             matches = sorted(glob.glob(path))
         else:
@@ -404,8 +398,7 @@ class _Parser:
             chain = imp.imported_via + (os.path.realpath(imp.file), real)
             self.expansions += 1
             out.extend(
-                attrs.evolve(t, imported_via=chain, origin=self.expansions)
-                for t in tokenize(text, match, self.environ)
+                attrs.evolve(t, imported_via=chain, origin=self.expansions) for t in tokenize(text, match, self.environ)
             )
         return out
 

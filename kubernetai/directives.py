@@ -9,8 +9,8 @@ order.  Third-party packages add directives through the entry-point group
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib.metadata import entry_points
-from typing import Mapping
 
 from twisted.logger import Logger
 

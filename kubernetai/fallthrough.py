@@ -19,5 +19,5 @@ class Fallthrough:
         return any(is_subdomain(qname, z) for z in self.zones)
 
     @classmethod
-    def parse(cls, d: Directive) -> "Fallthrough":
+    def parse(cls, d: Directive) -> Fallthrough:
         return cls(zone_args(d, d.args) if d.args else (".",))

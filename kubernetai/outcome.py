@@ -8,7 +8,7 @@ authority section and whether we are authoritative.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from twisted.names import dns
 from twisted.names.error import AuthoritativeDomainError, DomainError

@@ -9,7 +9,8 @@ callables under the ``kubernetai.directives`` entry-point group.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable, Protocol, TypeVar
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol, TypeVar
 
 import attrs
 from twisted.application.service import IService
@@ -24,7 +25,7 @@ T = TypeVar("T")
 
 
 class Setup(Protocol):
-    def __call__(self, directive: Directive, ctx: "SetupContext") -> object | None: ...
+    def __call__(self, directive: Directive, ctx: SetupContext) -> object | None: ...
 
 
 @attrs.define

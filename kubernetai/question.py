@@ -37,7 +37,7 @@ class Question:
     lzone: str
 
     @classmethod
-    def under(cls, name: str, zones: Any) -> "Question | None":
+    def under(cls, name: str, zones: Any) -> Question | None:
         """``name`` (as asked, fully qualified) in the longest of ``zones`` (lower-cased), else None."""
         lname = name.lower()
         lzone = match_zone(lname, zones)
@@ -46,7 +46,7 @@ class Question:
         zone = "." if lzone == "." else name[len(name) - len(lzone) :]
         return cls(name, zone, lname, lzone)
 
-    def sibling(self, name: str) -> "Question":
+    def sibling(self, name: str) -> Question:
         """Another name in the same zone (a CNAME target we answer ourselves)."""
         return Question(name, self.zone, name.lower(), self.lzone)
 

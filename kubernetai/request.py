@@ -16,7 +16,16 @@ from twisted.python.failure import Failure
 
 from kubernetai import wire
 
-__all__ = ["MAX_CHASE_DEPTH", "QueryEvent", "RCODE_NAMES", "RequestInfo", "Trace", "rcode_name", "request_info"]
+__all__ = [
+    "MAX_CHASE_DEPTH",
+    "QueryEvent",
+    "RCODE_NAMES",
+    "RequestInfo",
+    "Trace",
+    "current_request",
+    "rcode_name",
+    "request_info",
+]
 
 # CNAME chases one request may make in a row (CoreDNS's upstream lookups
 # stop at 8 as well); a chase beyond it answers the bare CNAME.
@@ -57,7 +66,7 @@ class RequestInfo:
     # through the chain is one); bounded per request, see MAX_CHASE_DEPTH.
     chase_depth: int = 0
 
-    def chased(self) -> "RequestInfo":
+    def chased(self) -> RequestInfo:
         """The same request, one CNAME chase deeper (same trace: the answer depends on it too)."""
         return attrs.evolve(self, chase_depth=self.chase_depth + 1)
 
@@ -65,7 +74,19 @@ class RequestInfo:
 # The request being answered.  The server sets it around the start of the
 # chain, and the chain sets it again around every resolver it consults, so a
 # resolver sees it however the ones before it declined (chain.py).
-request_info: contextvars.ContextVar[RequestInfo] = contextvars.ContextVar("request_info", default=RequestInfo())
+request_info: contextvars.ContextVar[RequestInfo] = contextvars.ContextVar("request_info")
+
+
+def current_request() -> RequestInfo:
+    """The request being answered; outside our server (a stock Twisted one), a fresh empty one.
+
+    Never a shared default: its ``Trace`` is mutable and would grow forever.
+    """
+    try:
+        return request_info.get()
+    except LookupError:
+        return RequestInfo()
+
 
 RCODE_NAMES = {
     dns.OK: "NOERROR",

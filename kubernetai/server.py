@@ -10,7 +10,7 @@ server blocks can share one port, routed by their zones.
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 from twisted.internet import defer
@@ -32,13 +32,14 @@ __all__ = ["Block", "KubeDNSServerFactory", "DNSDatagramServerProtocol", "DNSStr
 
 log = Logger()
 
+
 @attrs.frozen
 class _Cached:
     """An encoded answer (minus its ID) and what it was computed from."""
 
     body: bytes
     versions: tuple
-    block: "Block"
+    block: Block
     rcode: int
     aa: bool
     truncated: bool
@@ -80,9 +81,7 @@ def _classify(result: object) -> _Answer:
     """Turn a chain's result or failure into an rcode and sections."""
     if not isinstance(result, Failure):
         answers, authority, additional = result  # type: ignore[misc]
-        aa = any(rr.auth for rr in answers) or (
-            not answers and any(rr.auth for rr in authority)
-        )
+        aa = any(rr.auth for rr in answers) or (not answers and any(rr.auth for rr in authority))
         return _Answer(dns.OK, aa, answers, authority, additional)
     exc = result.value
     if isinstance(exc, outcome.Reply):
@@ -193,8 +192,13 @@ class KubeDNSServerFactory(DNSServerFactory):
             return defer.succeed(out)
         if req.edns_version:
             out, _ = wire.encode_response(
-                id=req.id, rd=req.rd, cd=req.cd, rcode=wire.BADVERS, question=req.question,
-                edns=True, dnssec_ok=req.dnssec_ok,
+                id=req.id,
+                rd=req.rd,
+                cd=req.cd,
+                rcode=wire.BADVERS,
+                question=req.question,
+                edns=True,
+                dnssec_ok=req.dnssec_ok,
             )
             return defer.succeed(out)
         try:
@@ -221,9 +225,14 @@ class KubeDNSServerFactory(DNSServerFactory):
             d.addCallback(self._remember, key, proto, info.trace, block, req)
         return d
 
-    def _remember(self, out: object, key: bytes, proto: str, trace: Trace, block: "Block", req: wire.Request) -> object:
+    def _remember(self, out: object, key: bytes, proto: str, trace: Trace, block: Block, req: wire.Request) -> object:
         """Keep an answer that only cacheable resolvers produced."""
-        if isinstance(out, bytes) and trace.cacheable and trace.versions and req.question.type not in (dns.AXFR, dns.IXFR):
+        if (
+            isinstance(out, bytes)
+            and trace.cacheable
+            and trace.versions
+            and req.question.type not in (dns.AXFR, dns.IXFR)
+        ):
             if len(self._cache) >= self.MAX_CACHED:
                 self._cache.clear()
             b3, b4, an = out[2], out[3], int.from_bytes(out[6:8], "big")
@@ -250,7 +259,9 @@ class KubeDNSServerFactory(DNSServerFactory):
             max_size=limit,
         )
 
-    def _respond(self, result: object, req: wire.Request, block: Block, address: tuple, proto: str, start: float) -> bytes | list[bytes] | None:
+    def _respond(
+        self, result: object, req: wire.Request, block: Block, address: tuple, proto: str, start: float
+    ) -> bytes | list[bytes] | None:
         try:
             ans = _classify(result)
             if proto == "tcp" and ans.rcode == dns.OK and req.question.type in (dns.AXFR, dns.IXFR):
@@ -263,7 +274,9 @@ class KubeDNSServerFactory(DNSServerFactory):
             self._observe(block, req, ans, address, proto, out, truncated, start)
         return out
 
-    def _transfer_messages(self, req: wire.Request, ans: _Answer, block: Block, address: tuple, start: float) -> list[bytes]:
+    def _transfer_messages(
+        self, req: wire.Request, ans: _Answer, block: Block, address: tuple, start: float
+    ) -> list[bytes]:
         """A zone transfer: as many TCP messages as the records need."""
         records = list(ans.answers)
         out: list[bytes] = []
@@ -277,7 +290,7 @@ class KubeDNSServerFactory(DNSServerFactory):
                 step //= 2
                 continue
             out.append(data)
-            records = records[len(chunk):]
+            records = records[len(chunk) :]
         if block.observers:
             self._observe(block, req, ans, address, "tcp", b"".join(out), False, start)
         return out
@@ -288,7 +301,17 @@ class KubeDNSServerFactory(DNSServerFactory):
             ans = _Answer(c.rcode, c.aa, (None,) * c.ancount)  # type: ignore[arg-type]
             self._observe(c.block, req, ans, address, proto, out, c.truncated, start)
 
-    def _observe(self, block: Block, req: wire.Request, ans: _Answer, address: tuple, proto: str, out: bytes, truncated: bool, start: float) -> None:
+    def _observe(
+        self,
+        block: Block,
+        req: wire.Request,
+        ans: _Answer,
+        address: tuple,
+        proto: str,
+        out: bytes,
+        truncated: bool,
+        start: float,
+    ) -> None:
         flags = ["qr"]
         if ans.aa:
             flags.append("aa")
@@ -324,12 +347,12 @@ class KubeDNSServerFactory(DNSServerFactory):
                 log.failure("query observer failed")
 
     # ---------------------------------------------------------- protocols
-    def buildProtocol(self, addr: object) -> "DNSStreamServerProtocol":
+    def buildProtocol(self, addr: object) -> DNSStreamServerProtocol:
         p = DNSStreamServerProtocol(self)
         p.factory = self
         return p
 
-    def datagram_protocol(self) -> "DNSDatagramServerProtocol":
+    def datagram_protocol(self) -> DNSDatagramServerProtocol:
         return DNSDatagramServerProtocol(self)
 
 
@@ -365,7 +388,11 @@ class DNSStreamServerProtocol(Int16StringReceiver, TimeoutMixin):
         peer = self.transport.getPeer()
         self.peer = (getattr(peer, "host", ""), getattr(peer, "port", 0))
         if len(self.factory.connections) >= self.factory.max_tcp_connections:
-            log.warn("too many TCP connections ({n}); closing one from {peer}", n=len(self.factory.connections), peer=self.peer[0])
+            log.warn(
+                "too many TCP connections ({n}); closing one from {peer}",
+                n=len(self.factory.connections),
+                peer=self.peer[0],
+            )
             self.transport.abortConnection()
             return
         self.factory.connectionMade(self)

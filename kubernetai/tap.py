@@ -20,7 +20,11 @@ class Options(usage.Options):
         ["dns-port", "p", 53, "Port for server blocks whose keys give none (like CoreDNS's -dns.port).", int],
     ]
     optFlags = [
-        ["check", None, "Parse and validate the Corefile, print the server blocks, zones, ports and plugin chain, and exit."],
+        [
+            "check",
+            None,
+            "Parse and validate the Corefile, print the server blocks, zones, ports and plugin chain, and exit.",
+        ],
     ]
 
     def postOptions(self) -> None:

@@ -10,8 +10,8 @@ record boundary with TC set.  Records themselves are still Twisted's
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from io import BytesIO
-from typing import Sequence
 
 import attrs
 from twisted.names import dns
@@ -130,7 +130,7 @@ class _Compression(dict):
             super().__setitem__(name, offset)
 
 
-def _remember_target(comp: "_Compression", target: bytes, end: int) -> None:
+def _remember_target(comp: _Compression, target: bytes, end: int) -> None:
     """Let later names point into an SRV target written uncompressed.
 
     RFC 2782 forbids compressing the target itself, but nothing forbids

@@ -7,7 +7,7 @@ and the resolvers (which zone of mine does this query fall in?).
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import attrs
 
@@ -106,9 +106,7 @@ def parse_server_key(key: str, default_port: int) -> ServerKey:
         if transport not in SCHEME_PORTS:
             raise ZoneError(f"unknown transport {transport!r} in server key {key!r}")
         if transport != "dns":
-            raise ZoneError(
-                f"transport {transport}:// is not supported by kubernetai (only dns://): {key!r}"
-            )
+            raise ZoneError(f"transport {transport}:// is not supported by kubernetai (only dns://): {key!r}")
     port = default_port if transport == "dns" else SCHEME_PORTS[transport]
     colon = rest.rfind(":")
     if colon == len(rest) - 1 and colon >= 0:

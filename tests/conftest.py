@@ -7,8 +7,9 @@ import re
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from twisted.internet import defer
@@ -83,8 +84,8 @@ def dns_upstream():
     """Start loopback DNS servers answering from a records table; yields a starter returning the port."""
     from twisted.internet import reactor
 
-    from kubernetai.listen import listen_udp_tcp
     from kubernetai.chain import chain
+    from kubernetai.listen import listen_udp_tcp
     from kubernetai.server import Block, KubeDNSServerFactory
 
     from .test_server import TableResolver

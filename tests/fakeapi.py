@@ -117,7 +117,17 @@ class FakeCluster:
 
     def bookmark(self) -> None:
         for w in list(self.watches):
-            self._send(w, {"type": "BOOKMARK", "object": {"kind": w.kind, "apiVersion": API_VERSIONS[w.kind], "metadata": {"resourceVersion": str(self.rv)}}})
+            self._send(
+                w,
+                {
+                    "type": "BOOKMARK",
+                    "object": {
+                        "kind": w.kind,
+                        "apiVersion": API_VERSIONS[w.kind],
+                        "metadata": {"resourceVersion": str(self.rv)},
+                    },
+                },
+            )
 
     def compact(self) -> None:
         """Forget history: watches from before the current resourceVersion get 410.
@@ -144,7 +154,9 @@ class FakeCluster:
         self.drop_watches()
         self.compact()
 
-    def fail(self, code: int, count: int = 1, retry_after: int | None = None, paths: str = "", watch_only: bool = False) -> None:
+    def fail(
+        self, code: int, count: int = 1, retry_after: int | None = None, paths: str = "", watch_only: bool = False
+    ) -> None:
         self.failures.append(Failure(code, count, retry_after, paths, watch_only))
 
     # ------------------------------------------------------------ serving
@@ -169,7 +181,9 @@ class FakeCluster:
         if w.timer is not None and w.timer.active():
             w.timer.cancel()
         if abort:
-            w.request.transport.abortConnection() if hasattr(w.request.transport, "abortConnection") else w.request.transport.loseConnection()
+            w.request.transport.abortConnection() if hasattr(
+                w.request.transport, "abortConnection"
+            ) else w.request.transport.loseConnection()
         elif not w.request.finished:
             w.request.finish()
 
@@ -186,7 +200,10 @@ class FakeApi(resource.Resource):
     def render_GET(self, request: server.Request) -> Any:
         c = self.cluster
         path = request.path.decode()
-        params = {k.decode(): v[0].decode() for k, v in parse_qs(request.uri.split(b"?", 1)[1] if b"?" in request.uri else b"").items()}
+        params = {
+            k.decode(): v[0].decode()
+            for k, v in parse_qs(request.uri.split(b"?", 1)[1] if b"?" in request.uri else b"").items()
+        }
         headers = {k.decode().lower(): v[0].decode() for k, v in request.requestHeaders.getAllRawHeaders()}
         c.requests.append((path, params, headers))
         request.setHeader(b"content-type", b"application/json")
@@ -228,7 +245,16 @@ class FakeApi(resource.Resource):
     def _status(self, request: server.Request, code: int, message: str) -> bytes:
         request.setResponseCode(code)
         reason = {401: "Unauthorized", 410: "Expired", 429: "TooManyRequests", 500: "InternalError"}.get(code, "")
-        return json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code}).encode()
+        return json.dumps(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Failure",
+                "message": message,
+                "reason": reason,
+                "code": code,
+            }
+        ).encode()
 
     def _list(self, request: server.Request, kind: str, namespace: str, selector: Any, params: dict) -> bytes:
         c = self.cluster
@@ -258,7 +284,22 @@ class FakeApi(resource.Resource):
         if since and since < c.compacted:
             if not c.gone_as_event:
                 return self._status(request, 410, "too old resource version")
-            request.write(json.dumps({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410}}).encode() + b"\n")
+            request.write(
+                json.dumps(
+                    {
+                        "type": "ERROR",
+                        "object": {
+                            "kind": "Status",
+                            "apiVersion": "v1",
+                            "status": "Failure",
+                            "message": "too old resource version",
+                            "reason": "Expired",
+                            "code": 410,
+                        },
+                    }
+                ).encode()
+                + b"\n"
+            )
             request.finish()
             return server.NOT_DONE_YET
         w = Watch(request, kind, namespace, selector)
@@ -299,18 +340,43 @@ def listen(cluster: FakeCluster, port: int = 0, context_factory: Any = None, rea
 # ---------------------------------------------------------------- object builders
 
 
-def service(name: str, ns: str = "default", ip: str | list[str] | None = "10.96.0.10", ports=((None, "TCP", 80),), type: str = "ClusterIP", labels: dict | None = None, external_name: str = "") -> dict:
+def service(
+    name: str,
+    ns: str = "default",
+    ip: str | list[str] | None = "10.96.0.10",
+    ports=((None, "TCP", 80),),
+    type: str = "ClusterIP",
+    labels: dict | None = None,
+    external_name: str = "",
+) -> dict:
     ips = [ip] if isinstance(ip, str) else list(ip or [])
-    spec: dict[str, Any] = {"type": type, "ports": [{"port": p, "protocol": proto, **({"name": n} if n else {})} for n, proto, p in ports]}
+    spec: dict[str, Any] = {
+        "type": type,
+        "ports": [{"port": p, "protocol": proto, **({"name": n} if n else {})} for n, proto, p in ports],
+    }
     if type == "ExternalName":
         spec["externalName"] = external_name
     else:
         spec["clusterIP"] = ips[0] if ips else "None"
         spec["clusterIPs"] = ips or ["None"]
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "labels": labels or {}}, "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
+        "spec": spec,
+    }
 
 
-def slice_(service_name: str, addresses: list[str], ns: str = "default", name: str | None = None, hostnames: list[str] | None = None, ready: bool = True, ports=((None, "TCP", 80),), family: str = "IPv4") -> dict:
+def slice_(
+    service_name: str,
+    addresses: list[str],
+    ns: str = "default",
+    name: str | None = None,
+    hostnames: list[str] | None = None,
+    ready: bool = True,
+    ports=((None, "TCP", 80),),
+    family: str = "IPv4",
+) -> dict:
     eps = []
     for i, addr in enumerate(addresses):
         ep: dict[str, Any] = {"addresses": [addr], "conditions": {"ready": ready}}
@@ -320,7 +386,11 @@ def slice_(service_name: str, addresses: list[str], ns: str = "default", name: s
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
-        "metadata": {"name": name or f"{service_name}-abcde", "namespace": ns, "labels": {"kubernetes.io/service-name": service_name}},
+        "metadata": {
+            "name": name or f"{service_name}-abcde",
+            "namespace": ns,
+            "labels": {"kubernetes.io/service-name": service_name},
+        },
         "addressType": family,
         "endpoints": eps,
         "ports": [{"port": p, "protocol": proto, **({"name": n} if n else {})} for n, proto, p in ports],
@@ -328,8 +398,17 @@ def slice_(service_name: str, addresses: list[str], ns: str = "default", name: s
 
 
 def pod(name: str, ip: str, ns: str = "default") -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns}, "status": {"podIP": ip, "podIPs": [{"ip": ip}], "phase": "Running"}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns},
+        "status": {"podIP": ip, "podIPs": [{"ip": ip}], "phase": "Running"},
+    }
 
 
 def namespace(name: str, labels: dict | None = None) -> dict:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name, **(labels or {})}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name, **(labels or {})}},
+    }

@@ -15,7 +15,9 @@ def plan(text: str, port: int = 53, environ=None):
 
 
 def test_plugin_order_is_fixed_not_corefile_order():
-    p = plan(". {\n forward . 127.0.0.1\n log\n kubernetai a.local {\n  endpoint http://127.0.0.1:1\n }\n errors\n hosts {\n  fallthrough\n }\n kubernetai b.local {\n  endpoint http://127.0.0.1:1\n }\n}")
+    p = plan(
+        ". {\n forward . 127.0.0.1\n log\n kubernetai a.local {\n  endpoint http://127.0.0.1:1\n }\n errors\n hosts {\n  fallthrough\n }\n kubernetai b.local {\n  endpoint http://127.0.0.1:1\n }\n}"
+    )
     assert p.blocks[0].plugins == ("errors", "log", "hosts", "kubernetai", "kubernetai", "forward")
     zones = [r.opts.zones for r in p.blocks[0].block.resolver.resolvers[1:3]]
     assert zones == [("a.local.",), ("b.local.",)]  # stanzas keep Corefile order
@@ -55,14 +57,26 @@ def test_one_block_with_keys_on_two_ports():
 
 
 def test_describe_lists_blocks_zones_ports_and_chain():
-    text = plan(". {\n bind 127.0.0.1\n log\n kubernetai cluster.local {\n  endpoint http://127.0.0.1:1\n }\n}", port=1053).describe()
+    text = plan(
+        ". {\n bind 127.0.0.1\n log\n kubernetai cluster.local {\n  endpoint http://127.0.0.1:1\n }\n}", port=1053
+    ).describe()
     assert "server block ." in text and "port:    1053 udp+tcp on 127.0.0.1" in text
     assert "plugins: bind -> log -> kubernetai" in text
 
 
 BAD = [
-    ("duplicate zone and port", "a.org {\n log\n}\na.org {\n errors\n}", 4, "a.org. on port 53 is defined more than once (first at Corefile:1)"),
-    ("duplicate zone, same block keys differ in case", "A.org {\n log\n}\na.ORG:53 {\n log\n}", 4, "defined more than once"),
+    (
+        "duplicate zone and port",
+        "a.org {\n log\n}\na.org {\n errors\n}",
+        4,
+        "a.org. on port 53 is defined more than once (first at Corefile:1)",
+    ),
+    (
+        "duplicate zone, same block keys differ in case",
+        "A.org {\n log\n}\na.ORG:53 {\n log\n}",
+        4,
+        "defined more than once",
+    ),
     ("unknown directive", ". {\n cache 30\n}", 2, "unknown directive 'cache'"),
     ("bad key", "tls://a.org {\n log\n}", 1, "not supported"),
     ("bad zone in stanza", ". {\n kubernetai a..b\n}", 2, "kubernetai: zone is not a valid domain name"),
@@ -85,7 +99,12 @@ BAD = [
     ("forward bad policy", ". {\n forward . 127.0.0.1 {\n  policy fastest\n }\n}", 3, "unknown policy"),
     ("forward unsupported option", ". {\n forward . 127.0.0.1 {\n  health_check 5s\n }\n}", 3, "unknown property"),
     ("forward tls", ". {\n forward . tls://1.1.1.1\n}", 2, "tls:// upstreams are not supported"),
-    ("forward missing resolv.conf", ". {\n forward . /nonexistent/resolv.conf\n}", 2, "cannot read /nonexistent/resolv.conf"),
+    (
+        "forward missing resolv.conf",
+        ". {\n forward . /nonexistent/resolv.conf\n}",
+        2,
+        "cannot read /nonexistent/resolv.conf",
+    ),
 ]
 
 

@@ -8,12 +8,12 @@ import dns.rcode
 from twisted.internet import task
 from twisted.names import dns as tdns
 
+from kubernetai.chain import chain
 from kubernetai.cluster.kinds import convert
 from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.resolver import KubernetesResolver
-from kubernetai.chain import chain
-from kubernetai.server import Block, KubeDNSServerFactory
 from kubernetai.cluster.store import ClusterStore
+from kubernetai.server import Block, KubeDNSServerFactory
 
 from .conftest import result
 from .fakeapi import namespace, service
@@ -118,7 +118,10 @@ def test_large_axfr_spans_several_tcp_messages():
     store = ClusterStore(clock=lambda: 1.0)
     add(store, namespace("ns"))
     for i in range(3000):
-        add(store, service(f"svc-with-a-long-name-{i}", "ns", ip=f"10.96.{i // 250}.{i % 250}", ports=[("http", "TCP", 80)]))
+        add(
+            store,
+            service(f"svc-with-a-long-name-{i}", "ns", ip=f"10.96.{i // 250}.{i % 250}", ports=[("http", "TCP", 80)]),
+        )
     k8s = KubernetesResolver(KubernetesOptions(zones=("cluster.local.",)), store, ("192.0.2.53",))
     xfr = TransferResolver(("cluster.local.",), ["*"])
     block_chain = chain([xfr, k8s])
@@ -138,8 +141,9 @@ def test_large_axfr_spans_several_tcp_messages():
 
 
 def test_edns_cookies_share_one_entry_and_are_not_echoed():
-    import dns.edns
     import os as _os
+
+    import dns.edns
 
     f, store, _ = rig()
     add(store, namespace("ns"))
@@ -178,7 +182,8 @@ def test_transfer_and_hosts_do_not_prevent_caching(tmp_path):
 
     hosts = tmp_path / "hosts"
     hosts.write_text("10.0.0.1 gw.example.org\n")
-    plan = load_text(f""". {{
+    plan = load_text(
+        f""". {{
  transfer {{
   to *
  }}
@@ -188,7 +193,10 @@ def test_transfer_and_hosts_do_not_prevent_caching(tmp_path):
  kubernetai cluster.local {{
   manifests {tmp_path}/none.yaml
  }}
-}}""", 53, task.Clock())
+}}""",
+        53,
+        task.Clock(),
+    )
     f = KubeDNSServerFactory(blocks=[plan.blocks[0].block], clock=task.Clock())
     ask(f, "gw.example.org")
     assert len(f._cache) == 1
@@ -206,7 +214,9 @@ from hypothesis import strategies as st  # noqa: E402
 from .test_server import mutated  # noqa: E402
 
 
-@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(st.one_of(st.binary(max_size=300), mutated()), st.sampled_from(["udp", "tcp"]))
 def test_any_packet_twice_gives_the_same_answer(packet, proto):
     f, store, _ = rig()

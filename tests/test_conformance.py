@@ -105,7 +105,9 @@ def section(rrsets: list) -> list[str]:
         for rd in rrset:
             if rd.rdtype == dns.rdatatype.SOA:
                 rd = rd.replace(serial=0)
-            out.append(f"{rrset.name.to_text()} {rrset.ttl} {dns.rdataclass.to_text(rrset.rdclass)} {dns.rdatatype.to_text(rrset.rdtype)} {rd.to_text()}")
+            out.append(
+                f"{rrset.name.to_text()} {rrset.ttl} {dns.rdataclass.to_text(rrset.rdclass)} {dns.rdatatype.to_text(rrset.rdtype)} {rd.to_text()}"
+            )
     return sorted(out)
 
 
@@ -137,9 +139,11 @@ class FileServer:
                 body = [f"endpoint http://127.0.0.1:{api_ports[stanza['cluster']]}"]
             if self.name == "coredns-handler-notsynced.yaml":
                 body.append("startup_timeout 0.5s")
-            body += [l for l in (stanza.get("options") or "").splitlines() if l.strip()]
-            lines.append(f"    kubernetai {zones} {{\n" + "".join(f"        {l.strip()}\n" for l in body) + "    }")
-        extra = "".join(f"    {l}\n" for l in (self.data.get("extra_plugins") or "").splitlines())
+            body += [line for line in (stanza.get("options") or "").splitlines() if line.strip()]
+            lines.append(
+                f"    kubernetai {zones} {{\n" + "".join(f"        {line.strip()}\n" for line in body) + "    }"
+            )
+        extra = "".join(f"    {line}\n" for line in (self.data.get("extra_plugins") or "").splitlines())
         keys = " ".join(f"{k}:0" if ":" not in k else k for k in str(self.data.get("server", ".")).split())
         return f"{keys} {{\n    bind 127.0.0.1\n" + "\n".join(lines) + "\n" + extra + "}\n"
 
@@ -151,7 +155,7 @@ class FileServer:
             for name, spec in self.data["clusters"].items():
                 with open(os.path.join(self.workdir, name + ".yaml"), "w") as f:
                     yaml.safe_dump_all(spec.get("objects") or [], f)
-        for name, spec in (self.data["clusters"].items() if self.mode == "api" else ()):
+        for name, spec in self.data["clusters"].items() if self.mode == "api" else ():
             cluster = FakeCluster()
             cluster.load(spec.get("objects") or [])
             if self.name == "coredns-handler-notsynced.yaml":
@@ -163,8 +167,10 @@ class FileServer:
         plan = load_text(self.corefile(ports), 53, reactor, file=self.name)
         self.service = KubernetaiService(plan, reactor)
         self.service.startService()
-        (_, self.port), = self.service.addresses()
-        self.resolvers = [r for bp in plan.blocks for r in bp.block.resolver.resolvers if isinstance(r, KubernetesResolver)]
+        ((_, self.port),) = self.service.addresses()
+        self.resolvers = [
+            r for bp in plan.blocks for r in bp.block.resolver.resolvers if isinstance(r, KubernetesResolver)
+        ]
         if self.name in LOCAL_IPS:
             for r in self.resolvers:
                 r.view.local_ips = tuple(LOCAL_IPS[self.name])
@@ -270,9 +276,9 @@ def test_conformance(servers, tmp_path_factory, mode, path, index):
     }
     want = {
         "rcode": case["rcode"],
-        "answer": sorted(canonical(l) for l in case.get("answer") or []),
-        "authority": sorted(canonical(l) for l in case.get("authority") or []),
-        "additional": sorted(canonical(l) for l in case.get("additional") or []),
+        "answer": sorted(canonical(rr) for rr in case.get("answer") or []),
+        "authority": sorted(canonical(rr) for rr in case.get("authority") or []),
+        "additional": sorted(canonical(rr) for rr in case.get("additional") or []),
     }
     if got != want:
         for k in got:

@@ -16,9 +16,9 @@ import yaml
 from twisted.internet import task
 
 from kubernetai.build import load_text
-from kubernetai.corefile import CorefileError
 from kubernetai.cluster.names import InvalidRequest, parse_request
 from kubernetai.cluster.resolver import KubernetesResolver
+from kubernetai.corefile import CorefileError
 
 HERE = Path(__file__).parent / "conformance"
 FILES = sorted(glob.glob(str(HERE / "setup-*.yaml")))
@@ -95,8 +95,16 @@ def test_setup(case):
                 assert want["error"] is True
                 continue
             assert want["error"] is False
-            got = {"port": r.port, "protocol": r.protocol, "endpoint": r.endpoint, "cluster": r.cluster,
-                   "service": r.service, "namespace": r.namespace, "pod_or_svc": r.pod_or_svc, "zone": r.zone}
+            got = {
+                "port": r.port,
+                "protocol": r.protocol,
+                "endpoint": r.endpoint,
+                "cluster": r.cluster,
+                "service": r.service,
+                "namespace": r.namespace,
+                "pod_or_svc": r.pod_or_svc,
+                "zone": r.zone,
+            }
             assert got == {k: want[k] for k in got}
         elif key == "startup_timeout":
             assert fact(found[0].opts, key) == _seconds(want)

@@ -32,25 +32,65 @@ GOOD = [
     ("several keys one line", "a.org b.org:53 {\n log\n}", [(("a.org", "b.org:53"), (("log", (), None),))]),
     ("comma-continued keys", "a.org,\nb.org {\n log\n}", [(("a.org", "b.org"), (("log", (), None),))]),
     ("open brace on next line", "a.org\n{\n log\n}", [(("a.org",), (("log", (), None),))]),
-    ("comment anywhere", "# top\n. { # here\n  log # there\n  errors#mid\n}", [((".",), (("log", (), None), ("errors", (), None)))]),
+    (
+        "comment anywhere",
+        "# top\n. { # here\n  log # there\n  errors#mid\n}",
+        [((".",), (("log", (), None), ("errors", (), None)))],
+    ),
     ("quoted token with spaces", '. {\n  log "a b" c\n}', [((".",), (("log", ("a b", "c"), None),))]),
     ("escaped quote in quotes", '. {\n  log "a\\"b"\n}', [((".",), (("log", ('a"b',), None),))]),
     ("other backslash kept", '. {\n  log "a\\nb"\n}', [((".",), (("log", ("a\\nb",), None),))]),
     ("quote mid-word is literal", '. {\n  log a"b\n}', [((".",), (("log", ('a"b',), None),))]),
-    ("quoted token spans lines", '. {\n  log "a\nb" c\n  errors\n}', [((".",), (("log", ("a\nb", "c"), None), ("errors", (), None)))]),
+    (
+        "quoted token spans lines",
+        '. {\n  log "a\nb" c\n  errors\n}',
+        [((".",), (("log", ("a\nb", "c"), None), ("errors", (), None)))],
+    ),
     ("no line continuation", ". {\n  log a\n  b\n}", None),  # b is an unknown directive: checked below
-    ("nested block", ". {\n health {\n  lameduck 5s\n }\n}", [((".",), (("health", (), (("lameduck", ("5s",), None),)),))]),
-    ("empty nested block", ". {\n kubernetai cluster.local {\n }\n}", [((".",), (("kubernetai", ("cluster.local",), ()),))]),
+    (
+        "nested block",
+        ". {\n health {\n  lameduck 5s\n }\n}",
+        [((".",), (("health", (), (("lameduck", ("5s",), None),)),))],
+    ),
+    (
+        "empty nested block",
+        ". {\n kubernetai cluster.local {\n }\n}",
+        [((".",), (("kubernetai", ("cluster.local",), ()),))],
+    ),
     ("brace mid-line is an argument (Caddy)", ". {\n health {\n  lameduck 5s }\n }\n}", None),
     ("env substitution", ". {\n log {$NAME} {%OTHER%} {$UNSET}x\n}", [((".",), (("log", ("v1", "v2", "x"), None),))]),
-    ("env in keys and quoted tokens", "{$ZONE}:{$PORT} {\n log \"{$NAME} y\"\n}", [(("z.org:1053",), (("log", ("v1 y",), None),))]),
+    (
+        "env in keys and quoted tokens",
+        '{$ZONE}:{$PORT} {\n log "{$NAME} y"\n}',
+        [(("z.org:1053",), (("log", ("v1 y",), None),))],
+    ),
     ("env value with spaces stays one token", ". {\n log {$SPACED}\n}", [((".",), (("log", ("a b",), None),))]),
     ("BOM and CRLF", "\ufeff. {\r\n log\r\n}\r\n", [((".",), (("log", (), None),))]),
-    ("snippet and import", "(common) {\n errors\n log\n}\n. {\n import common\n hosts\n}", [((".",), (("errors", (), None), ("log", (), None), ("hosts", (), None)))]),
-    ("snippet imported in two blocks", "(c) {\n log\n}\na.org {\n import c\n}\nb.org {\n import c\n}", [(("a.org",), (("log", (), None),)), (("b.org",), (("log", (), None),))]),
-    ("import inside a directive block", "(opts) {\n lameduck 5s\n}\n. {\n health {\n  import opts\n }\n}", [((".",), (("health", (), (("lameduck", ("5s",), None),)),))]),
-    ("same snippet twice in a row", "(a) {\n log\n}\n. {\n import a\n import a\n}", [((".",), (("log", (), None), ("log", (), None)))]),
-    ("two blocks", "a.org {\n log\n}\nb.org:1053 {\n errors\n}", [(("a.org",), (("log", (), None),)), (("b.org:1053",), (("errors", (), None),))]),
+    (
+        "snippet and import",
+        "(common) {\n errors\n log\n}\n. {\n import common\n hosts\n}",
+        [((".",), (("errors", (), None), ("log", (), None), ("hosts", (), None)))],
+    ),
+    (
+        "snippet imported in two blocks",
+        "(c) {\n log\n}\na.org {\n import c\n}\nb.org {\n import c\n}",
+        [(("a.org",), (("log", (), None),)), (("b.org",), (("log", (), None),))],
+    ),
+    (
+        "import inside a directive block",
+        "(opts) {\n lameduck 5s\n}\n. {\n health {\n  import opts\n }\n}",
+        [((".",), (("health", (), (("lameduck", ("5s",), None),)),))],
+    ),
+    (
+        "same snippet twice in a row",
+        "(a) {\n log\n}\n. {\n import a\n import a\n}",
+        [((".",), (("log", (), None), ("log", (), None)))],
+    ),
+    (
+        "two blocks",
+        "a.org {\n log\n}\nb.org:1053 {\n errors\n}",
+        [(("a.org",), (("log", (), None),)), (("b.org:1053",), (("errors", (), None),))],
+    ),
     ("empty quoted key skipped", '"" a.org {\n log\n}', [(("a.org",), (("log", (), None),))]),
     ("empty file", "", []),
     ("only comments", "# nothing\n", []),
@@ -59,7 +99,9 @@ GOOD = [
 ENV = {"NAME": "v1", "OTHER": "v2", "ZONE": "z.org", "PORT": "1053", "SPACED": "a b"}
 
 
-@pytest.mark.parametrize("name,text,expected", [g for g in GOOD if g[2] is not None], ids=[g[0] for g in GOOD if g[2] is not None])
+@pytest.mark.parametrize(
+    "name,text,expected", [g for g in GOOD if g[2] is not None], ids=[g[0] for g in GOOD if g[2] is not None]
+)
 def test_good(name, text, expected):
     assert shape(parse(text, ENV)) == expected
 
@@ -82,7 +124,12 @@ BAD = [
     ("comma then brace", "a.org, {\n log\n}", 1, "extra comma"),
     ("comma at end of file", "a.org,", 1, "expected another address"),
     ("directive block not closed", ". {\n health {\n  lameduck 5s\n", 2, "'health' block is missing '}'"),
-    ("open brace alone on a directive's next line", ". {\n health\n {\n }\n}", 3, "a block must open on its directive's line"),
+    (
+        "open brace alone on a directive's next line",
+        ". {\n health\n {\n }\n}",
+        3,
+        "a block must open on its directive's line",
+    ),
     ("snippet redeclared", "(a) {\n log\n}\n(a) {\n errors\n}", 4, "redeclaration of previously declared snippet a"),
     ("snippet without brace", "(a)\nlog", 2, "must be followed by '{'"),
     ("snippet not closed", "(a) {\n log\n", 2, "snippet (a) is missing '}'"),
@@ -90,7 +137,12 @@ BAD = [
     ("import with two arguments", ". {\n import a b\n}", 2, "takes only one argument"),
     ("import of a missing file", ". {\n import nothere.conf\n}", 2, "file to import not found: nothere.conf"),
     ("import glob with two wildcards", ". {\n import *.d/*.conf\n}", 2, "only contain one wildcard"),
-    ("same snippet twice in a row", "(a) {\n log\n}\n. {\n import a\n import a\n unknownthing\n}", 7, "unknown directive"),
+    (
+        "same snippet twice in a row",
+        "(a) {\n log\n}\n. {\n import a\n import a\n unknownthing\n}",
+        7,
+        "unknown directive",
+    ),
     ("import of a snippet into itself", "(a) {\n import a\n}\n. {\n import a\n}", 2, "import loop"),
 ]
 

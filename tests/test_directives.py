@@ -41,7 +41,11 @@ def install_fake_dist(tmp_path: Path, monkeypatch) -> None:
 def test_readme_example_registers_and_answers(tmp_path, monkeypatch):
     install_fake_dist(tmp_path, monkeypatch)
     assert "static" in registry()
-    plan = load_text(". {\n forward . 127.0.0.1\n static 192.0.2.7\n kubernetai cluster.local {\n  endpoint http://127.0.0.1:1\n }\n}", 53, task.Clock())
+    plan = load_text(
+        ". {\n forward . 127.0.0.1\n static 192.0.2.7\n kubernetai cluster.local {\n  endpoint http://127.0.0.1:1\n }\n}",
+        53,
+        task.Clock(),
+    )
     assert plan.blocks[0].plugins == ("kubernetai", "static", "forward")
     f = KubeDNSServerFactory(blocks=[plan.blocks[0].block])
     out = result(f.handle_packet(dns.message.make_query("static.example", "A").to_wire(), ("127.0.0.1", 1), "udp"))

@@ -43,7 +43,10 @@ class Server:
         self.out = corefile.parent / "server.log"
         self.proc = subprocess.Popen(
             twistd("--config", str(corefile), cwd=corefile.parent),
-            cwd=corefile.parent, env=env(), stdout=self.out.open("w"), stderr=subprocess.STDOUT,
+            cwd=corefile.parent,
+            env=env(),
+            stdout=self.out.open("w"),
+            stderr=subprocess.STDOUT,
         )
         found = wait_for_log(self.out, r"listening on \S+ port (\d+) \(udp\+tcp\)", self.proc, within=20)
         self.port = int(found.group(1))
@@ -158,8 +161,14 @@ def test_garbage_does_not_hurt_the_server(start):
 def run_twistd(tmp_path: Path, text: str, *extra: str) -> subprocess.CompletedProcess:
     core = tmp_path / "Corefile"
     core.write_text(text)
-    return subprocess.run(twistd("--config", str(core), *extra, cwd=tmp_path), cwd=tmp_path, env=env(),
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        twistd("--config", str(core), *extra, cwd=tmp_path),
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_bad_corefile_exits_nonzero_naming_file_and_line(tmp_path):
@@ -169,7 +178,11 @@ def test_bad_corefile_exits_nonzero_naming_file_and_line(tmp_path):
 
 
 def test_check_prints_the_plan(tmp_path):
-    p = run_twistd(tmp_path, ".:1053 10.0.0.0/24:1053 {\n bind 127.0.0.1\n log\n errors\n kubernetai cluster.local {\n  endpoint http://127.0.0.1:8001\n  fallthrough\n }\n}\n", "--check")
+    p = run_twistd(
+        tmp_path,
+        ".:1053 10.0.0.0/24:1053 {\n bind 127.0.0.1\n log\n errors\n kubernetai cluster.local {\n  endpoint http://127.0.0.1:8001\n  fallthrough\n }\n}\n",
+        "--check",
+    )
     assert p.returncode == 0, p.stderr
     assert "zones:   . 0.0.10.in-addr.arpa." in p.stdout
     assert "port:    1053 udp+tcp on 127.0.0.1" in p.stdout
@@ -204,7 +217,11 @@ def test_the_demo_corefile_answers_the_readme_examples(start, tmp_path):
     shutil.copytree(ROOT / "etc" / "demo", tmp_path, dirs_exist_ok=True)
     demo = (ROOT / "etc" / "demo" / "Corefile").read_text()
     # health and ready on one OS-picked port (they share a listener, as they would on one address)
-    text = demo.replace(".:1053", ".:PORT").replace("127.0.0.1:8080", "127.0.0.1:0").replace("127.0.0.1:8181", "127.0.0.1:0")
+    text = (
+        demo.replace(".:1053", ".:PORT")
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:8181", "127.0.0.1:0")
+    )
     s = start(text)
     rp = s.http["http 127.0.0.1:0"]
     # The three commands `make demo` prints (see Makefile and README.rst).
@@ -224,20 +241,28 @@ def test_the_demo_corefile_answers_the_readme_examples(start, tmp_path):
 
 
 def test_example_corefile_is_valid(tmp_path):
-    p = subprocess.run(twistd("--config", str(ROOT / "etc" / "Corefile.example"), "--check", cwd=tmp_path),
-                       cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        twistd("--config", str(ROOT / "etc" / "Corefile.example"), "--check", cwd=tmp_path),
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
 
 
 def test_multicluster_example_parses_with_valid_options():
+    from kubernetai.cluster.options import parse_options
     from kubernetai.corefile import parse_file
     from kubernetai.directives import registry
-    from kubernetai.cluster.options import parse_options
 
     blocks = parse_file(str(ROOT / "etc" / "Corefile.multicluster"), registry().__contains__, {})
     stanzas = [parse_options(d, (".",)) for d in blocks[0].directives if d.name == "kubernetai"]
     assert [s.zones for s in stanzas] == [
-        ("cluster.local.", "96.10.in-addr.arpa."), ("cluster.local.", "100.10.in-addr.arpa."), ("staging.local.",)
+        ("cluster.local.", "96.10.in-addr.arpa."),
+        ("cluster.local.", "100.10.in-addr.arpa."),
+        ("staging.local.",),
     ]
     assert stanzas[0].ignore_empty_service and stanzas[0].fallthrough.zones == (".",)
     assert stanzas[1].context == "west" and stanzas[2].tls[2].endswith("staging-ca.crt")

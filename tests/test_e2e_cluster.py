@@ -64,7 +64,7 @@ def running(cluster):
     plan = load_text(text, 53, reactor)
     svc = KubernetaiService(plan, reactor)
     svc.startService()
-    (_, dns_port), = svc.addresses()
+    ((_, dns_port),) = svc.addresses()
     holder.update(dns_port=dns_port, api_port=api_port, service=svc, plan=plan)
     yield holder
     pytest_twisted.blockon(svc.stopService())
@@ -128,7 +128,7 @@ def test_unsynced_cluster_answers_servfail_after_startup_timeout():
     svc = KubernetaiService(load_text(text, 53, reactor), reactor)
     svc.startService()
     try:
-        (_, port), = svc.addresses()
+        ((_, port),) = svc.addresses()
         start = time.monotonic()
         r = yield ask(port, "web.default.svc.cluster.local")
         assert r.rcode() == dns.rcode.SERVFAIL
@@ -151,7 +151,7 @@ def test_first_query_waits_for_the_first_sync(cluster):
     svc = KubernetaiService(load_text(text, 53, reactor), reactor)
     svc.startService()  # the query below is sent before the first list can have finished
     try:
-        (_, port), = svc.addresses()
+        ((_, port),) = svc.addresses()
         r = yield ask(port, "web.default.svc.cluster.local")
         assert addr(r) == ["10.96.0.10"]
     finally:

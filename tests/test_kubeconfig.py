@@ -28,7 +28,11 @@ from .fakeapi import FakeCluster, listen, namespace, service
 @pytest.fixture(scope="module")
 def pki():
     ca = CA()
-    return {"ca": ca, "server": ca.issue("apiserver", ips=["127.0.0.1"], dns_names=["localhost"]), "client": ca.issue("kubernetai", client=True)}
+    return {
+        "ca": ca,
+        "server": ca.issue("apiserver", ips=["127.0.0.1"], dns_names=["localhost"]),
+        "client": ca.issue("kubernetai", client=True),
+    }
 
 
 @pytest.fixture
@@ -56,9 +60,14 @@ def kubeconfig_file(tmp_path, server, user, cluster_extra=None, name="ctx", ca_p
     cfg = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": server, "certificate-authority": "ca.crt", **(cluster_extra or {})}}],
+        "clusters": [
+            {"name": "c", "cluster": {"server": server, "certificate-authority": "ca.crt", **(cluster_extra or {})}}
+        ],
         "users": [{"name": "u", "user": user}],
-        "contexts": [{"name": name, "context": {"cluster": "c", "user": "u"}}, {"name": "other", "context": {"cluster": "c", "user": "nobody"}}],
+        "contexts": [
+            {"name": name, "context": {"cluster": "c", "user": "u"}},
+            {"name": "other", "context": {"cluster": "c", "user": "nobody"}},
+        ],
         "current-context": "other",
     }
     path = tmp_path / "kubeconfig"
@@ -184,7 +193,14 @@ def test_kubeconfig_exec_plugin(tmp_path, pki, api):
     cluster.token = "from-exec-x"
     port = start(require_client=False)
     runs = exec_plugin(tmp_path, "from-exec", expiry_seconds=3600)
-    user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "./cred-plugin", "env": [{"name": "EXTRA", "value": "-x"}], "interactiveMode": "Never"}}
+    user = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": "./cred-plugin",
+            "env": [{"name": "EXTRA", "value": "-x"}],
+            "interactiveMode": "Never",
+        }
+    }
     path = kubeconfig_file(tmp_path, f"https://127.0.0.1:{port}", user, ca_pem=pki["ca"].pem)
     ok, _ = yield synced_stanza(opts(kubeconfig=path, context="ctx"))
     assert ok
@@ -228,7 +244,9 @@ def test_certificate_without_the_ip_is_refused(tmp_path, pki, api):
     port = start(require_client=False, server=wrong)
     ca = tmp_path / "ca.crt"
     ca.write_bytes(pki["ca"].pem)
-    ok, stanza = yield synced_stanza(opts(endpoint=f"https://127.0.0.1:{port}", tls=("", "", str(ca)), startup_timeout=1.5))
+    ok, stanza = yield synced_stanza(
+        opts(endpoint=f"https://127.0.0.1:{port}", tls=("", "", str(ca)), startup_timeout=1.5)
+    )
     assert not ok and cluster.requests == []
 
 
@@ -238,7 +256,9 @@ def test_unknown_ca_is_refused(tmp_path, pki, api):
     port = start(require_client=False)
     other = tmp_path / "other-ca.crt"
     other.write_bytes(CA("someone-else").pem)
-    ok, _ = yield synced_stanza(opts(endpoint=f"https://127.0.0.1:{port}", tls=("", "", str(other)), startup_timeout=1.5))
+    ok, _ = yield synced_stanza(
+        opts(endpoint=f"https://127.0.0.1:{port}", tls=("", "", str(other)), startup_timeout=1.5)
+    )
     assert not ok and cluster.requests == []
 
 
@@ -247,7 +267,9 @@ def test_credentials_never_reach_the_log(tmp_path, pki, api):
     cluster, start = api
     cluster.token = "the-right-one"
     port = start(require_client=False)
-    path = kubeconfig_file(tmp_path, f"https://127.0.0.1:{port}", {"token": "TOPSECRET-token-value"}, ca_pem=pki["ca"].pem)
+    path = kubeconfig_file(
+        tmp_path, f"https://127.0.0.1:{port}", {"token": "TOPSECRET-token-value"}, ca_pem=pki["ca"].pem
+    )
     events = []
     globalLogPublisher.addObserver(events.append)
     try:
@@ -260,7 +282,9 @@ def test_credentials_never_reach_the_log(tmp_path, pki, api):
 
 
 def test_insecure_skip_tls_verify_is_refused(tmp_path, pki):
-    path = kubeconfig_file(tmp_path, "https://127.0.0.1:6443", {"token": "x"}, {"insecure-skip-tls-verify": True}, ca_pem=pki["ca"].pem)
+    path = kubeconfig_file(
+        tmp_path, "https://127.0.0.1:6443", {"token": "x"}, {"insecure-skip-tls-verify": True}, ca_pem=pki["ca"].pem
+    )
     with pytest.raises(ConfigError, match="insecure-skip-tls-verify"):
         connection_for(opts(kubeconfig=path, context="ctx"), reactor)
 

@@ -68,7 +68,7 @@ def serve(text: str):
 
 
 def port_of(svc) -> int:
-    (_, port), = svc.addresses()
+    ((_, port),) = svc.addresses()
     return port
 
 
@@ -107,7 +107,11 @@ def test_readme_three_clusters_three_zones(clusters):
 }}""")
     try:
         port = port_of(svc)
-        for zone, ip in (("cluster.local", "10.96.0.1"), ("assemblage.local", "10.97.0.1"), ("conglomeration.local", "10.98.0.1")):
+        for zone, ip in (
+            ("cluster.local", "10.96.0.1"),
+            ("assemblage.local", "10.97.0.1"),
+            ("conglomeration.local", "10.98.0.1"),
+        ):
             r = yield ask(port, f"svc.default.svc.{zone}")
             assert addrs(r) == [ip]
             r = yield ask(port, f"nope.default.svc.{zone}")
@@ -119,20 +123,33 @@ def test_readme_three_clusters_three_zones(clusters):
 @pytest_twisted.inlineCallbacks
 def test_readme_local_and_remote_cluster_same_zone(clusters):
     # Local: a ClusterIP with ready endpoints, one without, one only local.
-    clusters.add("local", [
-        namespace("default"),
-        service("web", ip="10.96.0.10"), slice_("web", ["10.244.0.10"]),
-        service("api", ip="10.96.0.20"), slice_("api", ["10.244.0.20"], ready=False),
-        service("onlylocal", ip="10.96.0.30"), slice_("onlylocal", ["10.244.0.30"]),
-    ])
+    clusters.add(
+        "local",
+        [
+            namespace("default"),
+            service("web", ip="10.96.0.10"),
+            slice_("web", ["10.244.0.10"]),
+            service("api", ip="10.96.0.20"),
+            slice_("api", ["10.244.0.20"], ready=False),
+            service("onlylocal", ip="10.96.0.30"),
+            slice_("onlylocal", ["10.244.0.30"]),
+        ],
+    )
     # Remote: headless Services, as the README requires.
-    clusters.add("remote", [
-        namespace("default"),
-        service("web", ip=None), slice_("web", ["10.245.0.10"]),
-        service("api", ip=None), slice_("api", ["10.245.0.20", "10.245.0.21"]),
-        service("onlyremote", ip=None), slice_("onlyremote", ["10.245.0.40"]),
-    ])
-    svc = yield serve(f"""\
+    clusters.add(
+        "remote",
+        [
+            namespace("default"),
+            service("web", ip=None),
+            slice_("web", ["10.245.0.10"]),
+            service("api", ip=None),
+            slice_("api", ["10.245.0.20", "10.245.0.21"]),
+            service("onlyremote", ip=None),
+            slice_("onlyremote", ["10.245.0.40"]),
+        ],
+    )
+    svc = yield serve(
+        f"""\
 . {{
     bind 127.0.0.1
     errors
@@ -145,11 +162,15 @@ def test_readme_local_and_remote_cluster_same_zone(clusters):
     kubernetai cluster.local {{
       endpoint {clusters.url("remote")}
     }}
-}}""".replace(". {", ".:0 {", 1))
+}}""".replace(". {", ".:0 {", 1)
+    )
     try:
         port = port_of(svc)
         assert addrs((yield ask(port, "web.default.svc.cluster.local"))) == ["10.96.0.10"]  # local first
-        assert addrs((yield ask(port, "api.default.svc.cluster.local"))) == ["10.245.0.20", "10.245.0.21"]  # empty locally
+        assert addrs((yield ask(port, "api.default.svc.cluster.local"))) == [
+            "10.245.0.20",
+            "10.245.0.21",
+        ]  # empty locally
         assert addrs((yield ask(port, "onlyremote.default.svc.cluster.local", tcp=True))) == ["10.245.0.40"]
         assert addrs((yield ask(port, "onlylocal.default.svc.cluster.local"))) == ["10.96.0.30"]
         r = yield ask(port, "none.default.svc.cluster.local")
@@ -175,7 +196,9 @@ def test_readme_local_and_remote_cluster_same_zone(clusters):
 
 @pytest.fixture
 def upstream(dns_upstream):
-    return dns_upstream("cluster.local.", {("elsewhere.default.svc.cluster.local", tdns.A): [tdns.Record_A("192.0.2.99", 5)]})
+    return dns_upstream(
+        "cluster.local.", {("elsewhere.default.svc.cluster.local", tdns.A): [tdns.Record_A("192.0.2.99", 5)]}
+    )
 
 
 @pytest_twisted.inlineCallbacks
@@ -262,15 +285,25 @@ def test_concurrent_queries_across_stanzas_all_answered_right(clusters):
 }}""")
     try:
         port = port_of(svc)
-        jobs = [(f"a{i}", f"10.96.1.{i}") for i in range(n)] + [(f"b{i}", f"10.97.1.{i}") for i in range(n)] + [(f"c{i}", None) for i in range(n)]
+        jobs = (
+            [(f"a{i}", f"10.96.1.{i}") for i in range(n)]
+            + [(f"b{i}", f"10.97.1.{i}") for i in range(n)]
+            + [(f"c{i}", None) for i in range(n)]
+        )
         jobs = jobs * 4  # 480 queries, 16 at a time, interleaving both stanzas and misses
 
         def run():
             def one(job):
                 name, want = job
-                r = dns.query.udp(dns.message.make_query(f"{name}.default.svc.cluster.local", "A"), "127.0.0.1", port=port, timeout=5)
+                r = dns.query.udp(
+                    dns.message.make_query(f"{name}.default.svc.cluster.local", "A"), "127.0.0.1", port=port, timeout=5
+                )
                 got = addrs(r)
-                return (name, dns.rcode.to_text(r.rcode()), got) if got != ([want] if want else []) or (want is None and r.rcode() != 3) else None
+                return (
+                    (name, dns.rcode.to_text(r.rcode()), got)
+                    if got != ([want] if want else []) or (want is None and r.rcode() != 3)
+                    else None
+                )
 
             with ThreadPoolExecutor(16) as pool:
                 return [x for x in pool.map(one, jobs) if x is not None]
@@ -287,9 +320,19 @@ def test_concurrent_queries_across_stanzas_all_answered_right(clusters):
 @pytest_twisted.inlineCallbacks
 def test_autopath_with_clients_from_different_clusters(clusters):
     # Client 127.0.0.7 is a pod of team-a known only to cluster A; 127.0.0.8 of team-b only to B.
-    clusters.add("a", [namespace("team-a"), pod("client-a", "127.0.0.7", "team-a"), service("api", "team-a", ip="10.96.0.5")])
-    clusters.add("b", [namespace("team-a"), namespace("team-b"), pod("client-b", "127.0.0.8", "team-b"),
-                       service("db", "team-b", ip="10.97.0.6"), service("cache", "team-a", ip="10.97.0.7")])
+    clusters.add(
+        "a", [namespace("team-a"), pod("client-a", "127.0.0.7", "team-a"), service("api", "team-a", ip="10.96.0.5")]
+    )
+    clusters.add(
+        "b",
+        [
+            namespace("team-a"),
+            namespace("team-b"),
+            pod("client-b", "127.0.0.8", "team-b"),
+            service("db", "team-b", ip="10.97.0.6"),
+            service("cache", "team-a", ip="10.97.0.7"),
+        ],
+    )
     svc = yield serve(f""".:0 {{
     bind 127.0.0.1
     autopath @kubernetai
@@ -308,7 +351,10 @@ def test_autopath_with_clients_from_different_clusters(clusters):
         # team-a.svc.a.local, ... (later stanzas first); B does not know the client at all.
         r = yield ask(port, "api.team-a.svc.b.local", source="127.0.0.7")
         got = sorted(rrset.to_text() for rrset in r.answer)
-        assert got == ["api.team-a.svc.a.local. 5 IN A 10.96.0.5", "api.team-a.svc.b.local. 5 IN CNAME api.team-a.svc.a.local."]
+        assert got == [
+            "api.team-a.svc.a.local. 5 IN A 10.96.0.5",
+            "api.team-a.svc.b.local. 5 IN CNAME api.team-a.svc.a.local.",
+        ]
         r = yield ask(port, "cache.team-a.svc.b.local", source="127.0.0.7")  # first search name answers directly
         assert addrs(r) == ["10.97.0.7"] and len(r.answer) == 1
         # From B's client (team-b): db.team-b.svc.b.local directly; the short name "db" expanded by the client
@@ -344,7 +390,9 @@ def axfr(port: int, zone: str, source: str = "127.0.0.1", udp: bool = False) -> 
             m = dns.message.from_wire(s.recv(n, socket.MSG_WAITALL), xfr=True)
             if m.rcode() != 0:
                 return dns.rcode.to_text(m.rcode()), []
-            records += [f"{rrset.name} {dns.rdatatype.to_text(rrset.rdtype)} {rd}" for rrset in m.answer for rd in rrset]
+            records += [
+                f"{rrset.name} {dns.rdatatype.to_text(rrset.rdtype)} {rd}" for rrset in m.answer for rd in rrset
+            ]
             if sum(1 for r in records if " SOA " in r) >= 2:
                 return "NOERROR", records
 

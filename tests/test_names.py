@@ -18,10 +18,26 @@ GOOD = [
     ("_http._tcp.web.ns.svc.cluster.local.", {}, RecordRequest("svc", "ns", "web", port="http", protocol="tcp")),
     ("http.tcp.web.ns.svc.cluster.local.", {}, RecordRequest("svc", "ns", "web", port="http", protocol="tcp")),
     ("1-2-3-4.ns.pod.cluster.local.", {}, RecordRequest("pod", "ns", "1-2-3-4")),
-    ("ep.c1.web.ns.svc.cluster.local.", {"multicluster": True}, RecordRequest("svc", "ns", "web", endpoint="ep", cluster="c1")),
-    ("_http._tcp.web.ns.svc.cluster.local.", {"multicluster": True}, RecordRequest("svc", "ns", "web", port="http", protocol="tcp")),
-    ("us-1a.pin._zone.web.ns.svc.cluster.local.", {"zonal": True}, RecordRequest("svc", "ns", "web", zone="us-1a", zone_mode="pin")),
-    ("us-1a.prefer._zone.web.ns.svc.cluster.local.", {"zonal": True}, RecordRequest("svc", "ns", "web", zone="us-1a", zone_mode="prefer")),
+    (
+        "ep.c1.web.ns.svc.cluster.local.",
+        {"multicluster": True},
+        RecordRequest("svc", "ns", "web", endpoint="ep", cluster="c1"),
+    ),
+    (
+        "_http._tcp.web.ns.svc.cluster.local.",
+        {"multicluster": True},
+        RecordRequest("svc", "ns", "web", port="http", protocol="tcp"),
+    ),
+    (
+        "us-1a.pin._zone.web.ns.svc.cluster.local.",
+        {"zonal": True},
+        RecordRequest("svc", "ns", "web", zone="us-1a", zone_mode="pin"),
+    ),
+    (
+        "us-1a.prefer._zone.web.ns.svc.cluster.local.",
+        {"zonal": True},
+        RecordRequest("svc", "ns", "web", zone="us-1a", zone_mode="prefer"),
+    ),
     ("web.ns.svc.", {"zone": "."}, RecordRequest("svc", "ns", "web")),
 ]
 

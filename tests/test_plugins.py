@@ -26,9 +26,21 @@ from .test_server import RECORDS
 
 def event(**kw) -> QueryEvent:
     base = dict(
-        remote="127.0.0.1", port=52733, id=11754, qtype=tdns.A, qclass=tdns.IN,
-        qname="svc.ns.svc.cluster.local.", proto="udp", size=29, do=False, bufsize=512,
-        rcode=0, flags="qr,aa,rd", rsize=106, duration=0.0001, ancount=1,
+        remote="127.0.0.1",
+        port=52733,
+        id=11754,
+        qtype=tdns.A,
+        qclass=tdns.IN,
+        qname="svc.ns.svc.cluster.local.",
+        proto="udp",
+        size=29,
+        do=False,
+        bufsize=512,
+        rcode=0,
+        flags="qr,aa,rd",
+        rsize=106,
+        duration=0.0001,
+        ancount=1,
     )
     base.update(kw)
     return QueryEvent(**base)
@@ -57,7 +69,9 @@ def test_log_default_line_is_corednss(monkeypatch):
 
 def test_log_names_format_and_classes(monkeypatch):
     events = captured(monkeypatch, log_plugin)
-    p = load_text('. {\n log cluster.local other.org "{name} {rcode} {>opcode}" {\n  class denial error\n }\n}', 53, task.Clock())
+    p = load_text(
+        '. {\n log cluster.local other.org "{name} {rcode} {>opcode}" {\n  class denial error\n }\n}', 53, task.Clock()
+    )
     rule = p.blocks[0].block.observers[0]
     rule(event())  # success: filtered out by class
     rule(event(rcode=3, ancount=0))  # denial: logged
@@ -237,7 +251,7 @@ def test_health_ready_status_and_lameduck():
     # During lameduck: /health is 503 and DNS still answers.
     r = yield treq.get(f"http://127.0.0.1:{hp}/health")
     assert r.code == 503
-    (addr, port), = svc.addresses()
+    ((addr, port),) = svc.addresses()
     out = yield KubeDNSQuery(port)
     assert out.rcode() == dns.rcode.NXDOMAIN  # still answering (an empty synced cluster) during lameduck
     yield stopping

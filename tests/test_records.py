@@ -6,12 +6,12 @@ import pytest
 from twisted.names import dns
 
 from kubernetai.cluster.kinds import convert
-from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.lookup import View
+from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.records import answer
-from kubernetai.question import Question
 from kubernetai.cluster.selectors import Selector
 from kubernetai.cluster.store import ClusterStore
+from kubernetai.question import Question
 
 from .fakeapi import namespace, pod, service, slice_
 
@@ -75,37 +75,82 @@ ROWS = [
     ("web.ns.svc.cluster.local.", dns.AAAA, {}, ["web.ns.svc.cluster.local. 5 AAAA fd00::10"]),
     ("Web.NS.svc.Cluster.Local.", dns.A, {}, ["Web.NS.svc.Cluster.Local. 5 A 10.96.0.10"]),
     # SRV for a named port (protocol lower-cased) and on the bare name
-    ("_dns._udp.web.ns.svc.cluster.local.", dns.SRV, {}, ["_dns._udp.web.ns.svc.cluster.local. 5 SRV 0 50 53 web.ns.svc.cluster.local."]),
-    ("web.ns.svc.cluster.local.", dns.SRV, {}, [
-        "web.ns.svc.cluster.local. 5 SRV 0 25 53 web.ns.svc.cluster.local.",
-        "web.ns.svc.cluster.local. 5 SRV 0 25 80 web.ns.svc.cluster.local.",
-    ]),
+    (
+        "_dns._udp.web.ns.svc.cluster.local.",
+        dns.SRV,
+        {},
+        ["_dns._udp.web.ns.svc.cluster.local. 5 SRV 0 50 53 web.ns.svc.cluster.local."],
+    ),
+    (
+        "web.ns.svc.cluster.local.",
+        dns.SRV,
+        {},
+        [
+            "web.ns.svc.cluster.local. 5 SRV 0 25 53 web.ns.svc.cluster.local.",
+            "web.ns.svc.cluster.local. 5 SRV 0 25 80 web.ns.svc.cluster.local.",
+        ],
+    ),
     # Headless: ready endpoints only, duplicates across slices merged
-    ("head.ns.svc.cluster.local.", dns.A, {}, [
-        "head.ns.svc.cluster.local. 5 A 10.1.0.1",
-        "head.ns.svc.cluster.local. 5 A 10.1.0.2",
-        "head.ns.svc.cluster.local. 5 A 10.1.0.3",
-    ]),
+    (
+        "head.ns.svc.cluster.local.",
+        dns.A,
+        {},
+        [
+            "head.ns.svc.cluster.local. 5 A 10.1.0.1",
+            "head.ns.svc.cluster.local. 5 A 10.1.0.2",
+            "head.ns.svc.cluster.local. 5 A 10.1.0.3",
+        ],
+    ),
     ("alpha.head.ns.svc.cluster.local.", dns.A, {}, ["alpha.head.ns.svc.cluster.local. 5 A 10.1.0.1"]),
     ("10-1-0-3.head.ns.svc.cluster.local.", dns.A, {}, ["10-1-0-3.head.ns.svc.cluster.local. 5 A 10.1.0.3"]),
     ("10-1-0-9.head.ns.svc.cluster.local.", dns.A, {}, "NXDOMAIN"),  # not ready
-    ("_http._tcp.head.ns.svc.cluster.local.", dns.SRV, {}, [
-        "_http._tcp.head.ns.svc.cluster.local. 5 SRV 0 33 8080 10-1-0-2.head.ns.svc.cluster.local.",
-        "_http._tcp.head.ns.svc.cluster.local. 5 SRV 0 33 8080 10-1-0-3.head.ns.svc.cluster.local.",
-        "_http._tcp.head.ns.svc.cluster.local. 5 SRV 0 33 8080 alpha.head.ns.svc.cluster.local.",
-    ]),
+    (
+        "_http._tcp.head.ns.svc.cluster.local.",
+        dns.SRV,
+        {},
+        [
+            "_http._tcp.head.ns.svc.cluster.local. 5 SRV 0 33 8080 10-1-0-2.head.ns.svc.cluster.local.",
+            "_http._tcp.head.ns.svc.cluster.local. 5 SRV 0 33 8080 10-1-0-3.head.ns.svc.cluster.local.",
+            "_http._tcp.head.ns.svc.cluster.local. 5 SRV 0 33 8080 alpha.head.ns.svc.cluster.local.",
+        ],
+    ),
     # ExternalName: a CNAME, no SRV
     ("ext.ns.svc.cluster.local.", dns.A, {}, ["ext.ns.svc.cluster.local. 5 CNAME example.org."]),
     ("ext.ns.svc.cluster.local.", dns.CNAME, {}, ["ext.ns.svc.cluster.local. 5 CNAME example.org."]),
     ("ext.ns.svc.cluster.local.", dns.SRV, {}, []),
     # PTR for service IPs and endpoint IPs
-    ("10.0.96.10.in-addr.arpa.", dns.PTR, {"zones": (Z, "10.in-addr.arpa.")}, ["10.0.96.10.in-addr.arpa. 5 PTR web.ns.svc.cluster.local."]),
-    ("1.0.1.10.in-addr.arpa.", dns.PTR, {"zones": (Z, "10.in-addr.arpa.")}, ["1.0.1.10.in-addr.arpa. 5 PTR alpha.head.ns.svc.cluster.local."]),
+    (
+        "10.0.96.10.in-addr.arpa.",
+        dns.PTR,
+        {"zones": (Z, "10.in-addr.arpa.")},
+        ["10.0.96.10.in-addr.arpa. 5 PTR web.ns.svc.cluster.local."],
+    ),
+    (
+        "1.0.1.10.in-addr.arpa.",
+        dns.PTR,
+        {"zones": (Z, "10.in-addr.arpa.")},
+        ["1.0.1.10.in-addr.arpa. 5 PTR alpha.head.ns.svc.cluster.local."],
+    ),
     # pods
     ("10-244-0-5.ns.pod.cluster.local.", dns.A, {}, "NXDOMAIN"),
-    ("10-244-0-5.ns.pod.cluster.local.", dns.A, {"pods": "insecure"}, ["10-244-0-5.ns.pod.cluster.local. 5 A 10.244.0.5"]),
-    ("10-244-0-6.ns.pod.cluster.local.", dns.A, {"pods": "insecure"}, ["10-244-0-6.ns.pod.cluster.local. 5 A 10.244.0.6"]),
-    ("10-244-0-5.ns.pod.cluster.local.", dns.A, {"pods": "verified"}, ["10-244-0-5.ns.pod.cluster.local. 5 A 10.244.0.5"]),
+    (
+        "10-244-0-5.ns.pod.cluster.local.",
+        dns.A,
+        {"pods": "insecure"},
+        ["10-244-0-5.ns.pod.cluster.local. 5 A 10.244.0.5"],
+    ),
+    (
+        "10-244-0-6.ns.pod.cluster.local.",
+        dns.A,
+        {"pods": "insecure"},
+        ["10-244-0-6.ns.pod.cluster.local. 5 A 10.244.0.6"],
+    ),
+    (
+        "10-244-0-5.ns.pod.cluster.local.",
+        dns.A,
+        {"pods": "verified"},
+        ["10-244-0-5.ns.pod.cluster.local. 5 A 10.244.0.5"],
+    ),
     ("10-244-0-6.ns.pod.cluster.local.", dns.A, {"pods": "verified"}, "NXDOMAIN"),
     ("10-244-0-5.empty.pod.cluster.local.", dns.A, {"pods": "verified"}, "NXDOMAIN"),
     # schema version, apex
@@ -129,11 +174,18 @@ ROWS = [
     ("web.ns.svc.cluster.local.", dns.A, {"namespaces": ("other",)}, "NXDOMAIN"),
     ("head.ns.svc.cluster.local.", dns.A, {"noendpoints": True}, "NXDOMAIN"),
     ("web.ns.svc.cluster.local.", dns.A, {"ttl": 30}, ["web.ns.svc.cluster.local. 30 A 10.96.0.10"]),
-    ("10-1-0-2.head.ns.svc.cluster.local.", dns.A, {"endpoint_pod_names": True}, ["10-1-0-2.head.ns.svc.cluster.local. 5 A 10.1.0.2"]),
+    (
+        "10-1-0-2.head.ns.svc.cluster.local.",
+        dns.A,
+        {"endpoint_pod_names": True},
+        ["10-1-0-2.head.ns.svc.cluster.local. 5 A 10.1.0.2"],
+    ),
 ]
 
 
-@pytest.mark.parametrize("qname,qtype,opts,want", ROWS, ids=[f"{r[0]} {dns.QUERY_TYPES.get(r[1])} {r[2]}" for r in ROWS])
+@pytest.mark.parametrize(
+    "qname,qtype,opts,want", ROWS, ids=[f"{r[0]} {dns.QUERY_TYPES.get(r[1])} {r[2]}" for r in ROWS]
+)
 def test_answer(qname, qtype, opts, want):
     ans = ask(qname, qtype, **opts)
     if want == "NXDOMAIN":

@@ -17,8 +17,13 @@ from .fakeapi import FakeCluster, listen, namespace, service
 def test_external_name_is_chased_through_forward(dns_upstream):
     up = dns_upstream("example.test.", {("ext.example.test", tdns.A): [tdns.Record_A("192.0.2.10", 5)]})
     cluster = FakeCluster()
-    cluster.load([namespace("ns"), service("ext", "ns", type="ExternalName", external_name="ext.example.test"),
-                  service("gone", "ns", type="ExternalName", external_name="missing.example.test")])
+    cluster.load(
+        [
+            namespace("ns"),
+            service("ext", "ns", type="ExternalName", external_name="ext.example.test"),
+            service("gone", "ns", type="ExternalName", external_name="missing.example.test"),
+        ]
+    )
     api = listen(cluster)
     text = f""".:0 {{
     bind 127.0.0.1
@@ -30,7 +35,7 @@ def test_external_name_is_chased_through_forward(dns_upstream):
     svc = KubernetaiService(load_text(text, 53, reactor), reactor)
     svc.startService()
     try:
-        (_, port), = svc.addresses()
+        ((_, port),) = svc.addresses()
         q = dns.message.make_query("ext.ns.svc.cluster.local", "A")
         r = yield threads.deferToThread(dns.query.udp, q, "127.0.0.1", port=port, timeout=3)
         got = sorted(rrset.to_text() for rrset in r.answer)
@@ -38,7 +43,9 @@ def test_external_name_is_chased_through_forward(dns_upstream):
         # A target nobody can resolve: the CNAME alone, as CoreDNS.
         q = dns.message.make_query("gone.ns.svc.cluster.local", "A")
         r = yield threads.deferToThread(dns.query.udp, q, "127.0.0.1", port=port, timeout=3)
-        assert [rrset.to_text() for rrset in r.answer] == ["gone.ns.svc.cluster.local. 5 IN CNAME missing.example.test."]
+        assert [rrset.to_text() for rrset in r.answer] == [
+            "gone.ns.svc.cluster.local. 5 IN CNAME missing.example.test."
+        ]
     finally:
         yield svc.stopService()
         yield api.stopListening()

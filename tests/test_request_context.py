@@ -23,8 +23,8 @@ from kubernetai.plugins.whoami import WhoamiResolver
 from kubernetai.server import Block, KubeDNSServerFactory
 
 from .conftest import result
-from .test_records import store_with
 from .fakeapi import namespace, service
+from .test_records import store_with
 
 ZONE = "cluster.local."
 
@@ -91,8 +91,12 @@ def test_concurrent_external_name_chases_are_not_limited_by_each_other():
 
 
 def test_a_chase_loop_between_clusters_ends_at_the_depth_limit():
-    a = stanza([namespace("ns"), service("x", "ns", type="ExternalName", external_name="x.ns.svc.b.local")], ("a.local.",))
-    b = stanza([namespace("ns"), service("x", "ns", type="ExternalName", external_name="x.ns.svc.a.local")], ("b.local.",))
+    a = stanza(
+        [namespace("ns"), service("x", "ns", type="ExternalName", external_name="x.ns.svc.b.local")], ("a.local.",)
+    )
+    b = stanza(
+        [namespace("ns"), service("x", "ns", type="ExternalName", external_name="x.ns.svc.a.local")], ("b.local.",)
+    )
     f = factory_for(a, b, zones=(".",))
     r = message(ask(f, "x.ns.svc.a.local"))
     cnames = [rr for rrset in r.answer for rr in rrset]

@@ -13,14 +13,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, task
-from twisted.names import dns as tdns
 from twisted.names import common
+from twisted.names import dns as tdns
 from twisted.names.error import AuthoritativeDomainError, DomainError
 from twisted.test import proto_helpers
 
 from kubernetai import outcome
-from kubernetai.rr import soa
 from kubernetai.chain import chain
+from kubernetai.rr import soa
 from kubernetai.server import Block, KubeDNSServerFactory
 
 from .conftest import result
@@ -42,7 +42,7 @@ class TableResolver(common.ResolverBase):
         key = qname.lower()
         if not (key == self.zone or key.endswith("." + self.zone)):
             return defer.fail(outcome.NotMine(name))
-        owner_zone = qname[len(qname) - len(self.zone):].rstrip(".")
+        owner_zone = qname[len(qname) - len(self.zone) :].rstrip(".")
         found = self.records.get((key.rstrip("."), type))
         if found:
             return defer.succeed(([tdns.RRHeader(name, type, tdns.IN, 5, r, auth=True) for r in found], [], []))
@@ -265,7 +265,14 @@ def test_observer_sees_coredns_log_fields():
     f = KubeDNSServerFactory(blocks=[Block((ZONE,), chain([resolver]), observers=[seen.append])], clock=task.Clock())
     answer(f, "a.example.test", use_edns=0, payload=1232)
     e = seen[0]
-    assert (e.remote, e.port, e.type_name, e.class_name, e.qname, e.proto) == ("127.0.0.1", 5353, "A", "IN", "a.example.test.", "udp")
+    assert (e.remote, e.port, e.type_name, e.class_name, e.qname, e.proto) == (
+        "127.0.0.1",
+        5353,
+        "A",
+        "IN",
+        "a.example.test.",
+        "udp",
+    )
     assert e.flags == "qr,aa,rd" and e.bufsize == 1232 and e.rcode == 0 and e.ancount == 1
 
 

@@ -14,12 +14,12 @@ import yaml
 from twisted.internet import reactor, task, threads
 from twisted.logger import Logger, formatEvent
 
-from kubernetai.cluster import snapshot
 from kubernetai.build import KubernetaiService, load_text
-from kubernetai.corefile import CorefileError
+from kubernetai.cluster import snapshot
 from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.snapshot import ManifestError, ManifestSource, expand, read_documents
 from kubernetai.cluster.store import ClusterStore
+from kubernetai.corefile import CorefileError
 
 from .fakeapi import namespace, pod, service, slice_
 
@@ -55,7 +55,10 @@ class Rig:
 def test_document_shapes(tmp_path):
     # kubectl's v1 List, a typed List whose items lack kind, multi-document YAML, JSON object and JSON List.
     write_yaml(tmp_path / "a.yaml", {"apiVersion": "v1", "kind": "List", "items": [service("a"), namespace("default")]})
-    write_yaml(tmp_path / "b.yml", {"apiVersion": "v1", "kind": "ServiceList", "items": [{k: v for k, v in service("b").items() if k != "kind"}]})
+    write_yaml(
+        tmp_path / "b.yml",
+        {"apiVersion": "v1", "kind": "ServiceList", "items": [{k: v for k, v in service("b").items() if k != "kind"}]},
+    )
     write_yaml(tmp_path / "c.yaml", service("c"), None, slice_("c", ["10.0.0.3"]))
     (tmp_path / "d.json").write_text(json.dumps(service("d")))
     (tmp_path / "e.json").write_text(json.dumps({"kind": "List", "items": [service("e")]}))
@@ -84,13 +87,22 @@ def test_globs_and_files(tmp_path):
     (tmp_path / "x").mkdir()
     write_yaml(tmp_path / "x" / "one.yaml", service("one"))
     write_yaml(tmp_path / "two.yaml", service("two"))
-    assert [os.path.basename(p) for p in expand([str(tmp_path / "x" / "*.yaml"), str(tmp_path / "two.yaml")])] == ["one.yaml", "two.yaml"]
+    assert [os.path.basename(p) for p in expand([str(tmp_path / "x" / "*.yaml"), str(tmp_path / "two.yaml")])] == [
+        "one.yaml",
+        "two.yaml",
+    ]
 
 
 def test_initial_read_syncs_and_filters(tmp_path, monkeypatch):
-    write_yaml(tmp_path / "c.yaml", namespace("default"), service("a"), slice_("a", ["10.0.0.1"]), pod("p", "10.0.0.9"),
-               {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x", "namespace": "default"}},
-               {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "y", "namespace": "default"}})
+    write_yaml(
+        tmp_path / "c.yaml",
+        namespace("default"),
+        service("a"),
+        slice_("a", ["10.0.0.1"]),
+        pod("p", "10.0.0.9"),
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x", "namespace": "default"}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "y", "namespace": "default"}},
+    )
     r = Rig(tmp_path).start(monkeypatch)
     assert r.store.synced
     assert names(r.store) == ["default/a"] and names(r.store, "EndpointSlice") == ["default/a-abcde"]
@@ -105,7 +117,9 @@ def test_changes_on_disk_are_applied_as_diffs(tmp_path, monkeypatch):
     write_yaml(other, service("o", ip="10.96.0.99"))
     r = Rig(tmp_path).start(monkeypatch)
     gen = r.store.generation
-    write_yaml(f, namespace("default"), service("a", ip="10.96.0.50"), service("c", ip="10.96.0.12"))  # modify a, delete b, add c
+    write_yaml(
+        f, namespace("default"), service("a", ip="10.96.0.50"), service("c", ip="10.96.0.12")
+    )  # modify a, delete b, add c
     r.tick()
     assert names(r.store) == ["default/a", "default/c", "default/o"]
     assert r.store.service("default", "a").cluster_ips == ("10.96.0.50",)
@@ -133,9 +147,15 @@ def test_broken_file_keeps_last_good_contents_until_fixed(tmp_path, monkeypatch)
 
 
 def test_options_filter_like_the_api_server(tmp_path, monkeypatch):
-    write_yaml(tmp_path / "c.yaml", namespace("default"), namespace("other"),
-               service("a", labels={"app": "x"}), service("b", labels={"app": "y"}), service("c", ns="other", labels={"app": "x"}),
-               pod("p", "10.0.0.9"))
+    write_yaml(
+        tmp_path / "c.yaml",
+        namespace("default"),
+        namespace("other"),
+        service("a", labels={"app": "x"}),
+        service("b", labels={"app": "y"}),
+        service("c", ns="other", labels={"app": "x"}),
+        pod("p", "10.0.0.9"),
+    )
     from kubernetai.cluster.selectors import parse_selector
 
     r = Rig(tmp_path, namespaces=("default",), labels=parse_selector("app=x"), pods="verified").start(monkeypatch)
@@ -145,7 +165,11 @@ def test_options_filter_like_the_api_server(tmp_path, monkeypatch):
 
 def test_manifests_cannot_be_combined_with_an_api_server():
     with pytest.raises(CorefileError, match="manifests cannot be combined with endpoint"):
-        load_text(". {\n kubernetai cluster.local {\n  manifests x.yaml\n  endpoint http://127.0.0.1:1\n }\n}", 53, task.Clock())
+        load_text(
+            ". {\n kubernetai cluster.local {\n  manifests x.yaml\n  endpoint http://127.0.0.1:1\n }\n}",
+            53,
+            task.Clock(),
+        )
 
 
 def ask(port, name, rdtype="A", tcp=False):
@@ -157,10 +181,15 @@ def ask(port, name, rdtype="A", tcp=False):
 def test_a_service_added_to_a_file_resolves_within_a_second(tmp_path):
     f = tmp_path / "cluster.yaml"
     write_yaml(f, namespace("default"), service("a"))
-    svc = KubernetaiService(load_text(f".:0 {{\n bind 127.0.0.1\n kubernetai cluster.local {{\n  manifests {tmp_path}\n }}\n}}", 53, reactor), reactor)
+    svc = KubernetaiService(
+        load_text(
+            f".:0 {{\n bind 127.0.0.1\n kubernetai cluster.local {{\n  manifests {tmp_path}\n }}\n}}", 53, reactor
+        ),
+        reactor,
+    )
     svc.startService()
     try:
-        (_, port), = svc.addresses()
+        ((_, port),) = svc.addresses()
         r = yield ask(port, "a.default.svc.cluster.local")
         assert r.answer[0][0].address == "10.96.0.10"
         write_yaml(f, namespace("default"), service("b", ip="10.96.0.77"))

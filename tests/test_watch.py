@@ -23,10 +23,19 @@ class Rig:
         self.cluster = FakeCluster(clock=self.clock)
         self.cluster.load(list(objects))
         self.stub = StubTreq(FakeApi(self.cluster))
-        self.api = ApiClient(Connection("http://fake", auth or NoAuth(), None, "fake"), self.clock, http=self.stub, **api)
+        self.api = ApiClient(
+            Connection("http://fake", auth or NoAuth(), None, "fake"), self.clock, http=self.stub, **api
+        )
         self.store = ClusterStore(clock=self.clock.seconds)
-        self.watcher = Watcher(spec or ResourceSpec("Service", "/api/v1", "services"), self.api, self.store, self.clock,
-                               "test", rand=lambda: 0.5, page_size=page_size)
+        self.watcher = Watcher(
+            spec or ResourceSpec("Service", "/api/v1", "services"),
+            self.api,
+            self.store,
+            self.clock,
+            "test",
+            rand=lambda: 0.5,
+            page_size=page_size,
+        )
 
     def start(self):
         self.watcher.startService()
@@ -75,7 +84,7 @@ def test_paginated_list_then_watch(rig):
     lists = r.requests(watch=False)
     assert [p.get("continue") for _, p, _ in lists] == [None, "c1", "c2"]
     assert all(p["limit"] == "3" for _, p, _ in lists)
-    (_, w, _), = r.requests(watch=True)
+    ((_, w, _),) = r.requests(watch=True)
     assert w["resourceVersion"] == str(r.cluster.rv)
     assert w["allowWatchBookmarks"] == "true" and 240 <= int(w["timeoutSeconds"]) <= 360
     assert r.store.synced and r.watcher.state == "watching"
@@ -261,8 +270,14 @@ def test_unreachable_api_keeps_last_good_data(rig):
 
 
 def test_label_selector_and_namespace_scope(rig):
-    objs = [service("a", labels={"app": "x"}), service("b", labels={"app": "y"}), service("c", ns="other", labels={"app": "x"})]
-    r = rig(objs, spec=ResourceSpec("Service", "/api/v1", "services", namespace="default", label_selector="app=x")).start()
+    objs = [
+        service("a", labels={"app": "x"}),
+        service("b", labels={"app": "y"}),
+        service("c", ns="other", labels={"app": "x"}),
+    ]
+    r = rig(
+        objs, spec=ResourceSpec("Service", "/api/v1", "services", namespace="default", label_selector="app=x")
+    ).start()
     assert sorted(r.store.objects["Service"]) == [("default", "a")]
     path, params, _ = r.cluster.requests[0]
     assert path == "/api/v1/namespaces/default/services" and params["labelSelector"] == "app=x"

@@ -9,7 +9,8 @@ them.  ``convert`` is the one way from API JSON to a compact object.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 
@@ -37,15 +38,30 @@ KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
         Kind("Service", "/api/v1", "services", True, lambda o: o.labels, objects.service, lambda o: True),
-        Kind("EndpointSlice", "/apis/discovery.k8s.io/v1", "endpointslices", True, lambda o: o.labels,
-             objects.endpoint_slice, lambda o: not o.noendpoints),
+        Kind(
+            "EndpointSlice",
+            "/apis/discovery.k8s.io/v1",
+            "endpointslices",
+            True,
+            lambda o: o.labels,
+            objects.endpoint_slice,
+            lambda o: not o.noendpoints,
+        ),
         # Pods only for ``pods verified``: endpoint_pod_names uses EndpointSlice targetRefs, as CoreDNS.
         Kind("Pod", "/api/v1", "pods", True, None, objects.pod, lambda o: o.pods == "verified"),
         # Always: a name exists only in an existing namespace (CoreDNS's namespaceExposed).
-        Kind("Namespace", "/api/v1", "namespaces", False, lambda o: o.namespace_labels, objects.namespace,
-             lambda o: True),
-        Kind("ServiceImport", "/apis/multicluster.x-k8s.io/v1alpha1", "serviceimports", True, None,
-             objects.service_import, lambda o: bool(o.multicluster)),
+        Kind(
+            "Namespace", "/api/v1", "namespaces", False, lambda o: o.namespace_labels, objects.namespace, lambda o: True
+        ),
+        Kind(
+            "ServiceImport",
+            "/apis/multicluster.x-k8s.io/v1alpha1",
+            "serviceimports",
+            True,
+            None,
+            objects.service_import,
+            lambda o: bool(o.multicluster),
+        ),
     )
 }
 

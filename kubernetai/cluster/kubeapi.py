@@ -9,7 +9,8 @@ caller's backoff takes over.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 import attrs

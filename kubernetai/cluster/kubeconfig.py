@@ -16,13 +16,13 @@ import json
 import os
 import shutil
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Protocol
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import attrs
 from twisted.internet import defer, utils
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
-from twisted.python.failure import Failure
 from twisted.internet.ssl import (
     Certificate,
     PrivateCertificate,
@@ -30,6 +30,7 @@ from twisted.internet.ssl import (
     platformTrust,
     trustRootFromCertificates,
 )
+from twisted.python.failure import Failure
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
@@ -182,7 +183,7 @@ class ExecAuth(NoAuth):
         if status.get("expirationTimestamp"):
             stamp = datetime.fromisoformat(status["expirationTimestamp"].replace("Z", "+00:00"))
             # Convert wall-clock expiry to the reactor's clock.
-            self._expires = self.reactor.seconds() + (stamp - datetime.now(timezone.utc)).total_seconds()
+            self._expires = self.reactor.seconds() + (stamp - datetime.now(UTC)).total_seconds()
         return status
 
     def _ensure(self) -> defer.Deferred:
@@ -262,7 +263,9 @@ class ClusterTLSPolicy:
     def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
         f = self.files
         if f.ca_file:
-            roots = self._load(f.ca_file, lambda b: trustRootFromCertificates([Certificate.loadPEM(c) for c in _split_pem(b)]))
+            roots = self._load(
+                f.ca_file, lambda b: trustRootFromCertificates([Certificate.loadPEM(c) for c in _split_pem(b)])
+            )
         else:
             roots = platformTrust()
         client = None

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import attrs
 from twisted.names import dns
@@ -111,7 +111,9 @@ class View:
                     for ep in sl.endpoints:
                         if ep.ready:
                             for addr in ep.addresses:
-                                out.append((f"{endpoint_hostname(ep, addr, self.opts.endpoint_pod_names)}.{base}", addr))
+                                out.append(
+                                    (f"{endpoint_hostname(ep, addr, self.opts.endpoint_pod_names)}.{base}", addr)
+                                )
                 else:
                     out.extend((base, cip) for cip in svc.cluster_ips)
         if not found:
@@ -212,9 +214,13 @@ class View:
         if svc.headless or r.endpoint:
             if self.opts.noendpoints:
                 raise NoSuchName()
-            named = ((addr, endpoint_hostname(ep, addr, self.opts.endpoint_pod_names), ports)
-                     for ep, addr, ports in self.endpoints_of(svc))
-            return _endpoint_hits(r, ((a, f"{h}.{base}", p) for a, h, p in named if not r.endpoint or r.endpoint == h), ttl)
+            named = (
+                (addr, endpoint_hostname(ep, addr, self.opts.endpoint_pod_names), ports)
+                for ep, addr, ports in self.endpoints_of(svc)
+            )
+            return _endpoint_hits(
+                r, ((a, f"{h}.{base}", p) for a, h, p in named if not r.endpoint or r.endpoint == h), ttl
+            )
         return _ip_hits(r, svc.ports, svc.cluster_ips, base, ttl)
 
     def find_pods(self, r: RecordRequest, zone: str) -> list[Hit]:

@@ -9,7 +9,8 @@ repeat across objects (namespaces, port names, protocols) are interned.
 from __future__ import annotations
 
 import sys
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -199,4 +200,6 @@ def namespace(obj: Mapping[str, Any]) -> Namespace:
 def service_import(obj: Mapping[str, Any]) -> ServiceImport:
     ns, name, _ = _meta(obj)
     spec = obj.get("spec") or {}
-    return ServiceImport(ns, name, _intern(spec.get("type") or "ClusterSetIP"), tuple(spec.get("ips") or ()), _ports(spec.get("ports")))
+    return ServiceImport(
+        ns, name, _intern(spec.get("type") or "ClusterSetIP"), tuple(spec.get("ips") or ()), _ports(spec.get("ports"))
+    )

@@ -8,13 +8,13 @@ error names the file and line.  Pure: nothing here touches the network.
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 
+from kubernetai.cluster.selectors import Selector, SelectorError, parse_selector
 from kubernetai.corefile import Directive
 from kubernetai.fallthrough import Fallthrough
-from kubernetai.cluster.selectors import Selector, SelectorError, parse_selector
 from kubernetai.values import arg_count, duration, zone_args
 
 __all__ = ["KubernetesOptions", "parse_options", "PODS_MODES", "PROPERTIES"]
@@ -190,7 +190,9 @@ def parse_options(d: Directive, block_zones: tuple[str, ...]) -> KubernetesOptio
     if o.get("manifests"):
         for other in ("endpoint", "kubeconfig", "tls"):
             if o.get(other):
-                raise d.error(f"manifests cannot be combined with {other}: a stanza reads either files or an API server")
+                raise d.error(
+                    f"manifests cannot be combined with {other}: a stanza reads either files or an API server"
+                )
     if o.get("namespaces") and o.get("namespace_labels"):
         raise d.error("namespaces and namespace_labels cannot both be set")
     if o.get("zonal") and o.get("noendpoints"):

@@ -9,7 +9,7 @@ CoreDNS does.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import attrs
 from twisted.names import dns
@@ -154,7 +154,9 @@ def answer(view: View, q: Question, qtype: int) -> Answer:
             return _ns(view, q)
         if qtype == dns.CNAME:
             hits = view.apex_or_services(q, qtype)
-            recs = [rr(q.name, dns.CNAME, h.ttl, dns.Record_CNAME(bare(h.host), h.ttl)) for h in hits if h.kind == dns.CNAME]
+            recs = [
+                rr(q.name, dns.CNAME, h.ttl, dns.Record_CNAME(bare(h.host), h.ttl)) for h in hits if h.kind == dns.CNAME
+            ]
             return Answer(tuple(recs))
         # Any other type: a fake A lookup decides NODATA versus NXDOMAIN.
         view.apex_or_services(q, dns.A)

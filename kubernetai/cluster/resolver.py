@@ -9,7 +9,8 @@ unless it falls through.  The resolver never calls the API.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from twisted.internet import defer
 from twisted.names import dns
@@ -21,10 +22,11 @@ from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.records import answer, negative_soa
 from kubernetai.cluster.store import ClusterStore
 from kubernetai.question import Question, ZoneResolver
-from kubernetai.request import MAX_CHASE_DEPTH, RequestInfo, request_info
+from kubernetai.request import MAX_CHASE_DEPTH, RequestInfo, current_request, request_info
 from kubernetai.zones import match_zone
 
 __all__ = ["KubernetesResolver"]
+
 
 class KubernetesResolver(ZoneResolver):
     """The IResolver of one ``kubernetai`` stanza."""
@@ -65,7 +67,7 @@ class KubernetesResolver(ZoneResolver):
             return defer.succeed(([], authority, []))
         result = (list(ans.answers), [], list(ans.additional))
         if ans.chase:
-            info = request_info.get()
+            info = current_request()
             info.trace.cacheable = False  # completed through other resolvers
             if self.upstream is not None and info.chase_depth < MAX_CHASE_DEPTH:
                 return self._chase(result, ans.chase, type, info.chased())

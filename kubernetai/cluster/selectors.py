@@ -9,7 +9,7 @@ requirements by key and set values, as ``Selector.String()`` does.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import attrs
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import glob
 import json
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import attrs
 import yaml
@@ -50,6 +51,8 @@ def _release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
 SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -231,15 +234,25 @@ class ManifestSource(Service):
             if kind not in kinds.KINDS:
                 if kind not in self._unknown:
                     self._unknown.add(kind)
-                    log.info("{cluster}: ignoring objects of kind {kind!r} (first seen in {path})",
-                             cluster=self.cluster, kind=kind or "(none)", path=path)
+                    log.info(
+                        "{cluster}: ignoring objects of kind {kind!r} (first seen in {path})",
+                        cluster=self.cluster,
+                        kind=kind or "(none)",
+                        path=path,
+                    )
                 continue
             if kind not in wanted or not kinds.selected(self.opts, wanted[kind], obj):
                 continue
             try:
                 out.append((kind, kinds.convert(kind, obj)))
             except (ObjectError, TypeError, ValueError, AttributeError) as e:
-                log.warn("{cluster}: {path}: skipping a malformed {kind}: {error}", cluster=self.cluster, path=path, kind=kind, error=e)
+                log.warn(
+                    "{cluster}: {path}: skipping a malformed {kind}: {error}",
+                    cluster=self.cluster,
+                    path=path,
+                    kind=kind,
+                    error=e,
+                )
         return out
 
     def _apply(self) -> None:

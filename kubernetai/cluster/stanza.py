@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import attrs
 from twisted.application.service import MultiService
@@ -44,16 +45,25 @@ class Stanza:
     _waiters: list = attrs.Factory(list)
 
     @classmethod
-    def from_api(cls, opts: KubernetesOptions, conn: Connection, reactor: Any, local_ips: Sequence[str] = (), http: Any = None) -> "Stanza":
+    def from_api(
+        cls, opts: KubernetesOptions, conn: Connection, reactor: Any, local_ips: Sequence[str] = (), http: Any = None
+    ) -> Stanza:
         store = ClusterStore(clock=reactor.seconds)
-        api = ApiClient(conn, reactor, http=http, qps=opts.apiserver_qps, burst=opts.apiserver_burst, max_inflight=opts.apiserver_max_inflight)
+        api = ApiClient(
+            conn,
+            reactor,
+            http=http,
+            qps=opts.apiserver_qps,
+            burst=opts.apiserver_burst,
+            max_inflight=opts.apiserver_max_inflight,
+        )
         feeders = MultiService()
         for spec in resource_specs(opts):
             Watcher(spec, api, store, reactor, cluster=opts.name()).setServiceParent(feeders)
         return cls(opts, store, KubernetesResolver(opts, store, local_ips), feeders, conn)
 
     @classmethod
-    def from_manifests(cls, opts: KubernetesOptions, reactor: Any, local_ips: Sequence[str] = ()) -> "Stanza":
+    def from_manifests(cls, opts: KubernetesOptions, reactor: Any, local_ips: Sequence[str] = ()) -> Stanza:
         from kubernetai.cluster.snapshot import ManifestSource
 
         store = ClusterStore(clock=reactor.seconds)

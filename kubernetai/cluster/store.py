@@ -12,7 +12,8 @@ the end: during a relist a name never disappears that still exists.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import attrs
 
@@ -41,10 +42,18 @@ def _slice_ips(sl: EndpointSlice) -> Iterable[str]:
 
 # Every index, named by what queries ask.  ``_index``/``_unindex`` walk this table.
 INDEXES: tuple[Index, ...] = (
-    Index("slices_by_service", "EndpointSlice",
-          lambda sl: [(sl.namespace, sl.service)] if sl.service and not sl.mcs else [], lambda sl: sl.name),
-    Index("mcs_slices_by_service", "EndpointSlice",
-          lambda sl: [(sl.namespace, sl.service)] if sl.service and sl.mcs else [], lambda sl: sl.name),
+    Index(
+        "slices_by_service",
+        "EndpointSlice",
+        lambda sl: [(sl.namespace, sl.service)] if sl.service and not sl.mcs else [],
+        lambda sl: sl.name,
+    ),
+    Index(
+        "mcs_slices_by_service",
+        "EndpointSlice",
+        lambda sl: [(sl.namespace, sl.service)] if sl.service and sl.mcs else [],
+        lambda sl: sl.name,
+    ),
     Index("slices_by_ip", "EndpointSlice", _slice_ips, lambda sl: sl.key),
     Index("services_by_ip", "Service", lambda svc: [ip for ip in svc.cluster_ips if ip != "None"], lambda svc: svc.key),
     Index("pods_by_ip", "Pod", lambda pod: pod.ips, lambda pod: pod.key),
@@ -66,7 +75,7 @@ class ClusterStore:
     generation: int = 0
     last_modified: float = 0.0
     last_sync: float = 0.0
-    listeners: list[Callable[["ClusterStore"], None]] = attrs.Factory(list)
+    listeners: list[Callable[[ClusterStore], None]] = attrs.Factory(list)
     # Called once each, when the store first becomes synced.
     sync_waiters: list[Callable[[], None]] = attrs.Factory(list)
 
@@ -125,7 +134,7 @@ class ClusterStore:
         r.page(objs)
         r.finish()
 
-    def begin_relist(self, scope: Scope) -> "Relist":
+    def begin_relist(self, scope: Scope) -> Relist:
         """Page-by-page relist: feed pages, then ``finish()`` drops the rest."""
         return Relist(self, scope)
 

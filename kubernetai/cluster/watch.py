@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.application.service import Service
@@ -25,8 +26,8 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
-from kubernetai.cluster.kubeapi import ApiClient, ApiError
 from kubernetai.cluster import kinds
+from kubernetai.cluster.kubeapi import ApiClient, ApiError
 from kubernetai.cluster.objects import ObjectError
 from kubernetai.cluster.store import ClusterStore
 
@@ -293,7 +294,12 @@ class Watcher(Service):
                 try:
                     page.append(convert(item))
                 except (ObjectError, TypeError, ValueError, AttributeError) as e:
-                    log.warn("{cluster}: skipping a malformed {kind}: {error}", cluster=self.cluster, kind=self.spec.kind, error=e)
+                    log.warn(
+                        "{cluster}: skipping a malformed {kind}: {error}",
+                        cluster=self.cluster,
+                        kind=self.spec.kind,
+                        error=e,
+                    )
             relist.page(page)
             meta = data.get("metadata") or {}
             token = meta.get("continue")
@@ -349,7 +355,12 @@ class Watcher(Service):
         try:
             value = kinds.convert(self.spec.kind, obj)
         except (ObjectError, TypeError, ValueError, AttributeError) as e:
-            log.warn("{cluster}: skipping a malformed {kind} event: {error}", cluster=self.cluster, kind=self.spec.kind, error=e)
+            log.warn(
+                "{cluster}: skipping a malformed {kind} event: {error}",
+                cluster=self.cluster,
+                kind=self.spec.kind,
+                error=e,
+            )
         else:
             self.store.apply(kind, self.spec.kind, value)
         self.events += 1

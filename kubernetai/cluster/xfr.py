@@ -9,12 +9,12 @@ ServiceImports the same way.  IXFR with the current serial gets just the SOA.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from twisted.names import dns
 
-from kubernetai.cluster.objects import EndpointSlice, Port
 from kubernetai.cluster.lookup import View, endpoint_hostname
+from kubernetai.cluster.objects import EndpointSlice, Port
 from kubernetai.cluster.records import address_rr, bare, rr
 from kubernetai.rr import soa
 

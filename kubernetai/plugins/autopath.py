@@ -17,9 +17,7 @@ every stanza knew the client.
 from __future__ import annotations
 
 import os
-from typing import Any
-
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from twisted.internet import defer
 from twisted.names import dns, resolve
@@ -29,7 +27,7 @@ from kubernetai import outcome
 from kubernetai.corefile import Directive
 from kubernetai.plugin import SetupContext
 from kubernetai.question import Question, ZoneResolver
-from kubernetai.request import request_info
+from kubernetai.request import current_request
 from kubernetai.values import arg_count, no_block, zone_args
 from kubernetai.zones import is_subdomain, normalize
 
@@ -95,7 +93,7 @@ class AutopathResolver(ZoneResolver):
         qname, lname = q.name, q.lname
         if self.next is None:
             return defer.fail(outcome.NotMine(name))
-        path = self.search_path(lname, request_info.get().host)
+        path = self.search_path(lname, current_request().host)
         if not path or not (lname == path[0] or is_subdomain(lname, path[0])):
             return defer.fail(outcome.NotMine(name))
         base = qname[: len(qname) - len(path[0]) - 1] if lname != path[0] else ""
@@ -127,7 +125,9 @@ def _cnamer(answers: list, original: str) -> list:
     for rr in answers:
         if rr.name.name.lower() == want:
             continue
-        cname = dns.RRHeader(original.rstrip("."), dns.CNAME, dns.IN, rr.ttl, dns.Record_CNAME(rr.name.name, rr.ttl), auth=rr.auth)
+        cname = dns.RRHeader(
+            original.rstrip("."), dns.CNAME, dns.IN, rr.ttl, dns.Record_CNAME(rr.name.name, rr.ttl), auth=rr.auth
+        )
         return [cname] + list(answers)
     return list(answers)
 

@@ -38,7 +38,8 @@ class ErrorLogger:
     def __call__(self, event: QueryEvent) -> None:
         if event.failure is None:
             return
-        message = f"{event.id} {event.qname} {event.type_name}: {event.failure.getErrorMessage() or event.failure.type.__name__}"
+        why = event.failure.getErrorMessage() or event.failure.type.__name__
+        message = f"{event.id} {event.qname} {event.type_name}: {why}"
         for rule in self.rules:
             if rule.pattern.search(message):
                 if rule.count == 0:
@@ -55,7 +56,10 @@ class ErrorLogger:
         emit = {"warning": log.warn, "error": log.error, "info": log.info, "debug": log.debug}[rule.level]
         emit(
             "[{severity}] plugin/errors: {n} errors like '{pattern}' occurred in last {period}s",
-            severity=rule.level.upper(), n=n, pattern=rule.pattern.pattern, period=rule.period,
+            severity=rule.level.upper(),
+            n=n,
+            pattern=rule.pattern.pattern,
+            period=rule.period,
         )
 
 

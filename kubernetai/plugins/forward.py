@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 import attrs
 from twisted.internet import defer
@@ -116,8 +116,11 @@ class ForwardResolver(ZoneResolver):
             if message.rCode == dns.OK:
                 return (message.answers, message.authority, [r for r in message.additional if r.type != 41])
             raise outcome.Reply(
-                message.rCode, message.answers, message.authority,
-                [r for r in message.additional if r.type != 41], bool(message.auth),
+                message.rCode,
+                message.answers,
+                message.authority,
+                [r for r in message.additional if r.type != 41],
+                bool(message.auth),
             )
         raise last
 

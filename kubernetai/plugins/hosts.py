@@ -165,7 +165,8 @@ def parse(d: Directive, block_zones: tuple[str, ...]) -> tuple[HostsResolver, fl
                 ipaddress.ip_address(child.name.split("%", 1)[0])
             except ValueError:
                 raise child.error(
-                    f"unknown property or invalid inline entry (known: {', '.join(sorted(PROPERTIES))}, or 'IP NAME...')"
+                    "unknown property or invalid inline entry "
+                    f"(known: {', '.join(sorted(PROPERTIES))}, or 'IP NAME...')"
                 ) from None
             if not child.args:
                 raise child.error("inline entry needs at least one name after the address")

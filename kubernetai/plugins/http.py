@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
@@ -12,7 +12,6 @@ from twisted.web import resource, server
 from kubernetai.corefile import Directive
 from kubernetai.plugin import SetupContext
 from kubernetai.values import integer
-
 
 log = Logger()
 

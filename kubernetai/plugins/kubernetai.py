@@ -8,13 +8,13 @@ the server holds queries up to ``startup_timeout`` for its first sync.
 
 from __future__ import annotations
 
-from kubernetai.corefile import Directive
 from kubernetai.cluster.kubeconfig import ConfigError, connection_for
 from kubernetai.cluster.options import parse_options
-from kubernetai.plugin import SetupContext
-from kubernetai.plugins.bind import local_addresses
 from kubernetai.cluster.resolver import KubernetesResolver
 from kubernetai.cluster.stanza import Stanza
+from kubernetai.corefile import Directive
+from kubernetai.plugin import SetupContext
+from kubernetai.plugins.bind import local_addresses
 
 
 def setup(d: Directive, ctx: SetupContext) -> KubernetesResolver:

@@ -22,7 +22,10 @@ from kubernetai.zones import is_subdomain, normalize
 
 log = Logger(namespace="kubernetai.log")
 
-COMMON = '{remote}:{port} - {>id} "{type} {class} {name} {proto} {size} {>do} {>bufsize}" {rcode} {>rflags} {rsize} {duration}'
+COMMON = (
+    '{remote}:{port} - {>id} "{type} {class} {name} {proto} {size} {>do} {>bufsize}" '
+    "{rcode} {>rflags} {rsize} {duration}"
+)
 COMBINED = COMMON + ' "{>opcode}"'
 CLASSES = {"success", "denial", "error", "all"}
 

@@ -18,7 +18,7 @@ from kubernetai import outcome
 from kubernetai.corefile import Directive
 from kubernetai.plugin import SetupContext
 from kubernetai.question import Question, ZoneResolver
-from kubernetai.request import request_info
+from kubernetai.request import current_request
 from kubernetai.values import arg_count, check_known, zone_args
 
 
@@ -45,7 +45,7 @@ class TransferResolver(ZoneResolver):
     def lookup_in_zone(self, q: Question, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
         if type not in (dns.AXFR, dns.IXFR):
             return defer.fail(outcome.NotMine(name))
-        info = request_info.get()
+        info = current_request()
         if info.proto != "tcp" or not self.permits(info.host):
             return defer.fail(outcome.Reply(dns.EREFUSED))
         serial = info.ixfr_serial if type == dns.IXFR else None

@@ -14,13 +14,13 @@ from twisted.names import common, dns
 
 from kubernetai.corefile import Directive
 from kubernetai.plugin import SetupContext
-from kubernetai.request import request_info
+from kubernetai.request import current_request
 from kubernetai.values import arg_count, no_block
 
 
 class WhoamiResolver(common.ResolverBase):
     def _lookup(self, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
-        info = request_info.get()
+        info = current_request()
         host, port = info.host, info.port
         extra = []
         try:
