@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test check clean
+.PHONY: demo test test-fast lint check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(BIN)/python:
 SOURCES = setup.py pyproject.toml README.rst $(shell find kubernetai twisted -name '*.py' 2>/dev/null)
 
 $(STAMP): $(BIN)/python $(SOURCES)
-	$(BIN)/pip install --quiet '.[test]'
+	$(BIN)/pip install --quiet '.[test,lint]'
 	touch $(STAMP)
 
 # The built-in demo: no cluster needed; listens on 127.0.0.1:1053 (udp+tcp).
@@ -28,8 +28,18 @@ demo: $(STAMP)
 	@echo
 	cd etc/demo && ../../$(BIN)/twistd --pidfile= -n kubernetai --config Corefile
 
-test: $(STAMP)
+# Style and types gate the tests: CI runs `make test`, so it enforces them.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Everything but the end-to-end tests on real sockets (marker e2e): seconds, for the edit loop.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not e2e"
 
 check: $(STAMP)
 	$(BIN)/twistd --pidfile= -n kubernetai --config etc/Corefile.example --check

@@ -34,6 +34,13 @@ setup(
             "hypothesis>=6.100,<7",
             "dnspython>=2.6,<3",
         ],
+        # `make lint` (run by `make test`): pinned, so a new release cannot fail CI by itself.
+        "lint": [
+            "ruff==0.17.5",
+            "mypy==2.4.1",
+            "mypy-zope==1.0.17",
+            "types-PyYAML>=6.0.12",
+        ],
     },
     entry_points={
         # Third-party directives register here: name = "package.module:setup".

@@ -9,7 +9,7 @@ import yaml
 
 
 def main(out_dir: str, n: int) -> None:
-    objs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"ns{i}"}} for i in range(10)]
+    objs: list[dict] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"ns{i}"}} for i in range(10)]
     queries = []
     for i in range(n):
         ns = f"ns{i % 10}"

@@ -230,7 +230,7 @@ class KubernetaiService(MultiService):
     def _listen_pair(self, port: int, factory: KubeDNSServerFactory, interface: str) -> int:
         udp, tcp = listen_udp_tcp(self.reactor, port, factory.datagram_protocol, factory, interface)
         self.ports += [udp, tcp]
-        return udp.getHost().port
+        return int(udp.getHost().port)  # type: ignore[attr-defined]  # an IPv4/IPv6Address
 
     def addresses(self) -> list[tuple[str, int]]:
         """The (address, port) pairs actually listened on."""

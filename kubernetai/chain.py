@@ -46,7 +46,7 @@ def _consult(resolver: Any, q: dns.Query, timeout: Any, info: RequestInfo) -> de
     info.trace.consulted(resolver)
     token = request_info.set(info)
     try:
-        return resolver.query(q, timeout)  # type: ignore[no-any-return]
+        return resolver.query(q, timeout)
     finally:
         request_info.reset(token)
 

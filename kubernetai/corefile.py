@@ -284,7 +284,7 @@ class _Parser:
     def snippet_tokens(self, name: str) -> list[Token]:
         if self.cursor >= len(self.tokens) or not self.tok.is_brace("{"):
             raise self.err(f"snippet ({name}) must be followed by '{{'")
-        nesting, out = 1, []
+        nesting, out = 1, list[Token]()
         while self.next():
             tok = self.tok
             if tok.is_brace("{"):

@@ -14,7 +14,6 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 from twisted.application.service import IService
-from twisted.internet.interfaces import IReactorCore
 
 from kubernetai.corefile import CorefileError, Directive
 from kubernetai.request import QueryEvent
@@ -25,7 +24,7 @@ T = TypeVar("T")
 
 
 class Setup(Protocol):
-    def __call__(self, directive: Directive, ctx: SetupContext) -> object | None: ...
+    def __call__(self, directive: Directive, ctx: SetupContext, /) -> object | None: ...
 
 
 @attrs.define
@@ -65,7 +64,7 @@ class ServerContext:
         """One object per key for the whole server (e.g. one /health listener)."""
         if key not in self._shared:
             self._shared[key] = make()
-        return self._shared[key]  # type: ignore[no-any-return]
+        return self._shared[key]
 
     def add_service(self, service: IService) -> None:
         self.services.append(service)
@@ -89,7 +88,7 @@ class SetupContext:
     chain_hooks: list[Any] = attrs.Factory(list)
 
     @property
-    def reactor(self) -> IReactorCore:
+    def reactor(self) -> Any:
         return self.server.reactor
 
     def once(self, directive: Directive) -> None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import attrs
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IResolver, ITCPTransport
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.names import dns
@@ -54,7 +55,7 @@ class Block:
     """A server block at run time: its zones and its resolver chain."""
 
     zones: tuple[str, ...]
-    resolver: object  # an IResolver, usually a ResolverChain
+    resolver: IResolver  # usually a RequestChain
     observers: list[Callable[[QueryEvent], None]] = attrs.Factory(list)
     recursive: bool = False
     label: str = ""
@@ -80,7 +81,7 @@ class _Answer:
 def _classify(result: object) -> _Answer:
     """Turn a chain's result or failure into an rcode and sections."""
     if not isinstance(result, Failure):
-        answers, authority, additional = result  # type: ignore[misc]
+        answers, authority, additional = cast(tuple[Sequence[dns.RRHeader], ...], result)
         aa = any(rr.auth for rr in answers) or (not answers and any(rr.auth for rr in authority))
         return _Answer(dns.OK, aa, answers, authority, additional)
     exc = result.value
@@ -217,7 +218,7 @@ class KubeDNSServerFactory(DNSServerFactory):
             query = dns.Query(req.question.name.name, req.question.type, req.question.cls)
             token = request_info.set(info)
             try:
-                d = defer.maybeDeferred(block.resolver.query, query)
+                d = defer.maybeDeferred(cast(Any, block.resolver).query, query)
             finally:
                 request_info.reset(token)
         d.addBoth(self._respond, req, block, address, proto, start)
@@ -384,8 +385,13 @@ class DNSStreamServerProtocol(Int16StringReceiver, TimeoutMixin):
         self.pending = 0
         self.peer: tuple = ("", 0)
 
+    @property
+    def tcp(self) -> ITCPTransport:
+        """The transport, once connected (Twisted types it as optional)."""
+        return cast(ITCPTransport, self.transport)
+
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
+        peer = self.tcp.getPeer()
         self.peer = (getattr(peer, "host", ""), getattr(peer, "port", 0))
         if len(self.factory.connections) >= self.factory.max_tcp_connections:
             log.warn(
@@ -393,11 +399,11 @@ class DNSStreamServerProtocol(Int16StringReceiver, TimeoutMixin):
                 n=len(self.factory.connections),
                 peer=self.peer[0],
             )
-            self.transport.abortConnection()
+            self.tcp.abortConnection()
             return
         self.factory.connectionMade(self)
         if self.factory.clock is not None:
-            self.callLater = self.factory.clock.callLater  # type: ignore[assignment]
+            self.callLater = self.factory.clock.callLater  # type: ignore[method-assign]
         self.setTimeout(self.factory.tcp_idle_timeout)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
@@ -417,17 +423,17 @@ class DNSStreamServerProtocol(Int16StringReceiver, TimeoutMixin):
         if self.transport is None or not self.connected:
             return
         if out is None:
-            self.transport.loseConnection()
+            self.tcp.loseConnection()
             return
         for message in out if isinstance(out, list) else [out]:
             self.sendString(message)
         self.resetTimeout()
 
     def lengthLimitExceeded(self, length: int) -> None:
-        self.transport.loseConnection()
+        self.tcp.loseConnection()
 
     def timeoutConnection(self) -> None:
         if self.pending:
             self.setTimeout(self.factory.tcp_idle_timeout)
             return
-        self.transport.loseConnection()
+        self.tcp.loseConnection()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from io import BytesIO
+from typing import cast
 
 import attrs
 from twisted.names import dns
@@ -97,7 +98,7 @@ def parse_request(data: bytes) -> Request | Malformed | None:
     ixfr = None
     if question.type == dns.IXFR:
         soas = [rr for rr in message.authority if rr.type == dns.SOA]
-        ixfr = soas[0].payload.serial if soas else None
+        ixfr = cast(dns.Record_SOA, soas[0].payload).serial if soas else None
     opts = [rr for rr in message.additional if rr.type == OPT]
     if len(opts) > 1:
         return Malformed(ident, opcode, rd, "more than one OPT record", question)
@@ -233,7 +234,7 @@ def encode_response(
                 break
             counts[index] += 1
             if rr.type == dns.SRV:
-                _remember_target(comp, rr.payload.target.name, body.tell())
+                _remember_target(comp, cast(dns.Record_SRV, rr.payload).target.name, body.tell())
         else:
             continue
         break

@@ -41,6 +41,8 @@ from kubernetai.cluster.resolver import KubernetesResolver
 
 from .fakeapi import FakeCluster, listen
 
+pytestmark = pytest.mark.e2e  # real sockets on loopback
+
 HERE = Path(__file__).parent / "conformance"
 FILES = sorted(p for p in glob.glob(str(HERE / "*.yaml")) if not os.path.basename(p).startswith("setup-"))
 

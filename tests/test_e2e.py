@@ -18,6 +18,8 @@ import pytest
 
 from .conftest import wait_for_log
 
+pytestmark = pytest.mark.e2e  # real sockets on loopback
+
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 

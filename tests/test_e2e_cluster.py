@@ -19,6 +19,8 @@ from kubernetai.build import KubernetaiService, load_text
 
 from .fakeapi import FakeCluster, listen, namespace, service, slice_
 
+pytestmark = pytest.mark.e2e  # real sockets on loopback
+
 
 def ask(port: int, name: str, rdtype: str = "A", tcp: bool = False) -> defer.Deferred:
     q = dns.message.make_query(name, rdtype)

@@ -92,6 +92,7 @@ def opts(**kw):
     return KubernetesOptions(zones=("cluster.local.",), **kw)
 
 
+@pytest.mark.e2e
 @pytest_twisted.inlineCallbacks
 def test_kubeconfig_client_certificate_inline_data(tmp_path, pki, api):
     cluster, start = api
@@ -106,6 +107,7 @@ def test_kubeconfig_client_certificate_inline_data(tmp_path, pki, api):
     assert stanza.connection.name == f"kubeconfig {path} context ctx"
 
 
+@pytest.mark.e2e
 @pytest_twisted.inlineCallbacks
 def test_kubeconfig_token(tmp_path, pki, api):
     cluster, start = api
@@ -118,6 +120,7 @@ def test_kubeconfig_token(tmp_path, pki, api):
     assert "s3cret" not in repr(stanza.connection)
 
 
+@pytest.mark.e2e
 @pytest_twisted.inlineCallbacks
 def test_kubeconfig_token_file_rotation_after_401(tmp_path, pki, api):
     cluster, start = api
@@ -187,6 +190,7 @@ def exec_plugin(tmp_path, token_lines: str, expiry_seconds: int | None) -> str:
     return str(counter)
 
 
+@pytest.mark.e2e
 @pytest_twisted.inlineCallbacks
 def test_kubeconfig_exec_plugin(tmp_path, pki, api):
     cluster, start = api
@@ -226,6 +230,7 @@ def test_exec_plugin_failure_is_a_clear_error(tmp_path):
         yield auth.header()
 
 
+@pytest.mark.e2e
 @pytest_twisted.inlineCallbacks
 def test_endpoint_with_tls_files(tmp_path, pki, api):
     cluster, start = api
@@ -237,6 +242,7 @@ def test_endpoint_with_tls_files(tmp_path, pki, api):
     assert ok
 
 
+@pytest.mark.e2e
 @pytest_twisted.inlineCallbacks
 def test_certificate_without_the_ip_is_refused(tmp_path, pki, api):
     cluster, start = api
@@ -250,6 +256,7 @@ def test_certificate_without_the_ip_is_refused(tmp_path, pki, api):
     assert not ok and cluster.requests == []
 
 
+@pytest.mark.e2e
 @pytest_twisted.inlineCallbacks
 def test_unknown_ca_is_refused(tmp_path, pki, api):
     cluster, start = api
@@ -262,6 +269,7 @@ def test_unknown_ca_is_refused(tmp_path, pki, api):
     assert not ok and cluster.requests == []
 
 
+@pytest.mark.e2e
 @pytest_twisted.inlineCallbacks
 def test_credentials_never_reach_the_log(tmp_path, pki, api):
     cluster, start = api

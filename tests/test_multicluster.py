@@ -19,6 +19,8 @@ from kubernetai.build import KubernetaiService, load_text
 
 from .fakeapi import FakeCluster, listen, namespace, pod, service, slice_
 
+pytestmark = pytest.mark.e2e  # real sockets on loopback
+
 
 class Clusters:
     """Named fake clusters, each behind its own API server on loopback."""

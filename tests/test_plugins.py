@@ -168,6 +168,7 @@ def forward_factory(port, options=""):
     return KubeDNSServerFactory(blocks=[p.blocks[0].block])
 
 
+@pytest.mark.e2e
 @pytest_twisted.inlineCallbacks
 def test_forward_relays_answers_and_nxdomain(upstream):
     f = forward_factory(upstream)
@@ -179,6 +180,7 @@ def test_forward_relays_answers_and_nxdomain(upstream):
     assert r.rcode() == dns.rcode.NXDOMAIN and r.authority[0].rdtype == 6
 
 
+@pytest.mark.e2e
 @pytest_twisted.inlineCallbacks
 def test_forward_retries_truncated_answers_over_tcp(upstream):
     f = forward_factory(upstream)
@@ -187,6 +189,7 @@ def test_forward_retries_truncated_answers_over_tcp(upstream):
     assert len(r.answer[0]) == 200
 
 
+@pytest.mark.e2e
 @pytest_twisted.inlineCallbacks
 def test_forward_force_tcp_and_except(upstream):
     f = forward_factory(upstream, "  force_tcp\n  except nope.example.test")
@@ -196,6 +199,7 @@ def test_forward_force_tcp_and_except(upstream):
     assert dns.message.from_wire(out).rcode() == dns.rcode.SERVFAIL  # excluded: nobody serves it
 
 
+@pytest.mark.e2e
 @pytest_twisted.inlineCallbacks
 def test_forward_dead_upstream_is_servfail():
     with held_port() as port:  # bound, but nothing answers there
@@ -224,6 +228,7 @@ def KubeDNSQuery(port: int) -> defer.Deferred:
     return threads.deferToThread(dns.query.udp, q, "127.0.0.1", port=port, timeout=2)
 
 
+@pytest.mark.e2e
 @pytest_twisted.inlineCallbacks
 def test_health_ready_status_and_lameduck():
     text = (

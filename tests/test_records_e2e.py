@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dns.message
 import dns.query
+import pytest
 import pytest_twisted
 from twisted.internet import reactor, threads
 from twisted.names import dns as tdns
@@ -11,6 +12,8 @@ from twisted.names import dns as tdns
 from kubernetai.build import KubernetaiService, load_text
 
 from .fakeapi import FakeCluster, listen, namespace, service
+
+pytestmark = pytest.mark.e2e  # real sockets on loopback
 
 
 @pytest_twisted.inlineCallbacks

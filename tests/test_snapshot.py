@@ -177,6 +177,7 @@ def ask(port, name, rdtype="A", tcp=False):
     return threads.deferToThread(dns.query.tcp if tcp else dns.query.udp, q, "127.0.0.1", port=port, timeout=3)
 
 
+@pytest.mark.e2e
 @pytest_twisted.inlineCallbacks
 def test_a_service_added_to_a_file_resolves_within_a_second(tmp_path):
     f = tmp_path / "cluster.yaml"

@@ -76,7 +76,7 @@ class NoAuth:
     def invalidate(self) -> None:
         pass
 
-    def client_certificate(self) -> None:
+    def client_certificate(self) -> tuple[bytes, bytes] | None:
         return None
 
 
@@ -113,7 +113,7 @@ class TokenFileAuth(NoAuth):
         except OSError as e:
             if self._token is None:
                 return defer.fail(ConfigError(f"cannot read token file {self.path}: {e.strerror}"))
-        return defer.succeed(b"Bearer " + self._token)  # type: ignore[operator]
+        return defer.succeed(b"Bearer " + self._token)
 
     def invalidate(self) -> None:
         self._token = None
@@ -328,7 +328,7 @@ def _from_kubeconfig(path: str, context: str, reactor: Any) -> Connection:
         loader._load_cluster_info()  # CA and client cert/key as files (inline data → temp files)
     except ConfigException as e:
         raise ConfigError(f"{name}: {e}") from None
-    user = loader._user or {}
+    user: Any = loader._user or {}
     if loader.__dict__.get("verify_ssl") is False:
         raise ConfigError(f"{name}: insecure-skip-tls-verify is set; kubernetai always verifies the API server")
     host = loader.__dict__.get("host")

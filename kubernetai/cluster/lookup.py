@@ -338,7 +338,8 @@ def _endpoint_hits(r: RecordRequest, items: Iterable[tuple[str, str, tuple[Port,
 
 def _ip_hits(r: RecordRequest, ports: Iterable[Port], ips: Iterable[str], target: str, ttl: int) -> list[Hit]:
     """Cluster IPs × matching ports; NXDOMAIN when no port matches (as CoreDNS)."""
-    hits, found = [], False
+    hits: list[Hit] = []
+    found = False
     for p in ports:
         if _port_match(r, p.name, p.protocol):
             found = True

@@ -43,7 +43,7 @@ def bare(name: str) -> str:
     return name.rstrip(".")
 
 
-def rr(owner: str, type_: int, ttl: int, payload: object) -> dns.RRHeader:
+def rr(owner: str, type_: int, ttl: int, payload: dns.IEncodableRecord) -> dns.RRHeader:
     return dns.RRHeader(bare(owner), type_, dns.IN, ttl, payload, auth=True)
 
 

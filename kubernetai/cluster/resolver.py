@@ -65,7 +65,11 @@ class KubernetesResolver(ZoneResolver):
             return defer.fail(outcome.NXDomain(name, authority))
         if not ans.answers:
             return defer.succeed(([], authority, []))
-        result = (list(ans.answers), [], list(ans.additional))
+        result: tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]] = (
+            list(ans.answers),
+            [],
+            list(ans.additional),
+        )
         if ans.chase:
             info = current_request()
             info.trace.cacheable = False  # completed through other resolvers

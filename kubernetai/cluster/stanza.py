@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 from twisted.application.service import MultiService
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from kubernetai.cluster import kinds
@@ -75,7 +76,7 @@ class Stanza:
     def synced(self) -> bool:
         return self.store.synced
 
-    def wait_synced(self, reactor: Any) -> defer.Deferred:
+    def wait_synced(self, reactor: IReactorTime) -> defer.Deferred:
         """Fires True once synced, or False after ``startup_timeout``.
 
         Either way, the first sync is logged with the object counts when it
@@ -89,7 +90,11 @@ class Stanza:
                 timeout.cancel()
                 d.callback(True)
 
-        timeout = reactor.callLater(self.opts.startup_timeout, lambda: d.called or d.callback(False))
+        def expired() -> None:
+            if not d.called:
+                d.callback(False)
+
+        timeout = reactor.callLater(self.opts.startup_timeout, expired)
         self.store.when_synced(synced)
         return d
 

@@ -134,7 +134,7 @@ class _EventStream(Protocol):
         if self.error is None:
             self.error = Failure(exc)
             if self.transport is not None:
-                self.transport.stopProducing()
+                self.transport.stopProducing()  # type: ignore[attr-defined]  # a producer, too
 
     def stop(self) -> None:
         self._fail(defer.CancelledError())

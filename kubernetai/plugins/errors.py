@@ -38,7 +38,7 @@ class ErrorLogger:
     def __call__(self, event: QueryEvent) -> None:
         if event.failure is None:
             return
-        why = event.failure.getErrorMessage() or event.failure.type.__name__
+        why = event.failure.getErrorMessage() or getattr(event.failure.type, "__name__", "error")
         message = f"{event.id} {event.qname} {event.type_name}: {why}"
         for rule in self.rules:
             if rule.pattern.search(message):

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from typing import Any
 
 import attrs
 from twisted.internet import defer
@@ -91,7 +92,7 @@ class ForwardResolver(ZoneResolver):
         if self.max_concurrent and self.in_flight >= self.max_concurrent:
             return defer.fail(outcome.Reply(dns.EREFUSED))
         self.in_flight += 1
-        d = self._ask(self._order(), [dns.Query(name, type, cls)])
+        d: defer.Deferred = self._ask(self._order(), [dns.Query(name, type, cls)])
 
         def done(result: object) -> object:
             self.in_flight -= 1
@@ -100,9 +101,10 @@ class ForwardResolver(ZoneResolver):
         return d.addBoth(done)
 
     @defer.inlineCallbacks
-    def _ask(self, clients: list, queries: list) -> object:
+    def _ask(self, clients: list, queries: list) -> Generator[defer.Deferred, Any, tuple]:
         last: Exception = outcome.ServerFailure("no upstream answered")
         for upstream in clients:
+            message: dns.Message
             try:
                 if self.force_tcp:
                     message = yield upstream.queryTCP(queries, TIMEOUT[0])

@@ -8,7 +8,8 @@ data, so the process is healthy.  On shutdown with ``lameduck`` it answers
 from __future__ import annotations
 
 import attrs
-from twisted.internet import task
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 
 from kubernetai.corefile import Directive
 from kubernetai.plugin import SetupContext
@@ -28,7 +29,7 @@ class Health:
             return 503, "text/plain", b"lameduck"
         return 200, "text/plain", b"OK"
 
-    def start_lameduck(self, clock: object) -> object:
+    def start_lameduck(self, clock: IReactorTime) -> defer.Deferred:
         self.stopping = True
         return task.deferLater(clock, self.lameduck, lambda: None)
 

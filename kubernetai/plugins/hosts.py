@@ -120,6 +120,7 @@ class HostsResolver(ZoneResolver):
     def lookup_in_zone(self, q: Question, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
         key = q.lname
         t = self.table
+        found: list[dns.IEncodableRecord]
         if type == dns.PTR and not self.reverse:
             found = []
         elif type == dns.A:

@@ -23,7 +23,8 @@ class HTTPListener(StreamServerEndpointService):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        self._waitingForPort.addCallback(self._listening)
+        if self._waitingForPort is not None:
+            self._waitingForPort.addCallback(self._listening)
 
     def _listening(self, port: object) -> object:
         self.port = port.getHost().port  # type: ignore[attr-defined]
@@ -66,6 +67,7 @@ def mount(ctx: SetupContext, d: Directive, address: str, path: bytes, page: Page
 
     def make() -> resource.Resource:
         root = resource.Resource()
+        endpoint: TCP4ServerEndpoint | TCP6ServerEndpoint
         if ":" in host:
             endpoint = TCP6ServerEndpoint(ctx.reactor, port, interface=host)
         else:
