@@ -228,9 +228,9 @@ class KubernetaiService(MultiService):
             factory.release()
 
     def _listen_pair(self, port: int, factory: KubeDNSServerFactory, interface: str) -> int:
-        udp, tcp = listen_udp_tcp(self.reactor, port, factory.datagram_protocol, factory, interface)
-        self.ports += [udp, tcp]
-        return int(udp.getHost().port)  # type: ignore[attr-defined]  # an IPv4/IPv6Address
+        pair = listen_udp_tcp(self.reactor, port, factory.datagram_protocol, factory, interface)
+        self.ports += [pair.udp, pair.tcp]
+        return pair.port
 
     def addresses(self) -> list[tuple[str, int]]:
         """The (address, port) pairs actually listened on."""

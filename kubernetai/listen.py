@@ -11,18 +11,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import attrs
+from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol, ServerFactory
 
-__all__ = ["listen_udp_tcp"]
+__all__ = ["UDPAndTCP", "listen_udp_tcp"]
 
 ATTEMPTS = 20
 
 
+@attrs.frozen
+class UDPAndTCP:
+    """The two listening ports of one number."""
+
+    udp: IListeningPort
+    tcp: IListeningPort
+    port: int
+
+    def stopListening(self) -> defer.Deferred:
+        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in (self.udp, self.tcp)])
+
+
 def listen_udp_tcp(
     reactor: Any, port: int, datagram: Callable[[], DatagramProtocol], stream: ServerFactory, interface: str = ""
-) -> tuple[IListeningPort, IListeningPort]:
+) -> UDPAndTCP:
     """Listen with a new ``datagram()`` protocol on UDP and ``stream`` on TCP, both
     on ``port`` (0: any free number).  Raises ``CannotListenError`` when a fixed
     port is busy.  (A protocol instance cannot be reused: a failed try keeps it
@@ -36,5 +50,5 @@ def listen_udp_tcp(
             if port != 0 or attempt == ATTEMPTS - 1:
                 raise
             continue
-        return udp, tcp
+        return UDPAndTCP(udp, tcp, tcp.getHost().port)
     raise AssertionError("unreachable")

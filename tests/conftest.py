@@ -94,9 +94,9 @@ def dns_upstream():
 
     def start(zone: str, records: dict) -> int:
         factory = KubeDNSServerFactory(blocks=[Block((".",), chain([TableResolver(zone, records)]))])
-        udp, tcp = listen_udp_tcp(reactor, 0, factory.datagram_protocol, factory, "127.0.0.1")
-        ports.extend([udp, tcp])
-        return udp.getHost().port
+        pair = listen_udp_tcp(reactor, 0, factory.datagram_protocol, factory, "127.0.0.1")
+        ports.append(pair)
+        return pair.port
 
     yield start
     for p in ports:

@@ -19,7 +19,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from kubernetai.cluster import kubeconfig
 from kubernetai.cluster.kubeconfig import ConfigError, ExecAuth, TokenFileAuth, connection_for
 from kubernetai.cluster.options import KubernetesOptions
-from kubernetai.cluster.stanza import Stanza
+from kubernetai.cluster.stanza import KubernetesCluster
 
 from .certs import CA, server_context
 from .fakeapi import FakeCluster, listen, namespace, service
@@ -78,12 +78,12 @@ def kubeconfig_file(tmp_path, server, user, cluster_extra=None, name="ctx", ca_p
 @defer.inlineCallbacks
 def synced_stanza(opts):
     conn = connection_for(opts, reactor)
-    stanza = Stanza.from_api(opts, conn, reactor)
-    stanza.feeders.startService()
+    stanza = KubernetesCluster.from_api(opts, conn, reactor)
+    stanza.startService()
     try:
         ok = yield stanza.wait_synced(reactor)
     finally:
-        yield stanza.feeders.stopService()
+        yield stanza.stopService()
     return ok, stanza
 
 

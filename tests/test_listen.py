@@ -44,17 +44,16 @@ def test_a_taken_twin_port_is_retried_with_a_fresh_protocol():
         return made[-1]
 
     try:
-        udp, tcp = listen_udp_tcp(fake, 0, datagram, ServerFactory(), "127.0.0.1")
+        pair = listen_udp_tcp(fake, 0, datagram, ServerFactory(), "127.0.0.1")
     finally:
         for s in fake.held:
             s.close()
     try:
         assert len(fake.udp_ports) == 2 and fake.udp_ports[1] != fake.udp_ports[0]
-        assert udp.getHost().port == tcp.getHost().port == fake.udp_ports[1]
+        assert pair.udp.getHost().port == pair.tcp.getHost().port == pair.port == fake.udp_ports[1]
         assert len(made) == 2 and made[0] is not made[1]
     finally:
-        udp.stopListening()
-        tcp.stopListening()
+        pair.stopListening()
 
 
 def test_a_fixed_busy_port_raises():

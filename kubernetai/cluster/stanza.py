@@ -1,15 +1,15 @@
-"""One ``kubernetai`` stanza at run time: options, store, what feeds it, its resolver."""
+"""One ``kubernetai`` stanza at run time: options, store, what feeds it, its resolver — one object."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-import attrs
-from twisted.application.service import MultiService
+from twisted.application.service import IService, MultiService
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from kubernetai.cluster import kinds
 from kubernetai.cluster.kubeapi import ApiClient
@@ -19,7 +19,7 @@ from kubernetai.cluster.resolver import KubernetesResolver
 from kubernetai.cluster.store import ClusterStore
 from kubernetai.cluster.watch import ResourceSpec, Watcher
 
-__all__ = ["resource_specs", "Stanza"]
+__all__ = ["resource_specs", "KubernetesCluster"]
 
 log = Logger()
 
@@ -34,22 +34,33 @@ def resource_specs(opts: KubernetesOptions) -> list[ResourceSpec]:
     return specs
 
 
-@attrs.define(eq=False)
-class Stanza:
-    """Holds one cluster's data and answers for its zones."""
+@implementer(IService)
+class KubernetesCluster(KubernetesResolver, MultiService):
+    """One cluster behind one stanza: an ``IResolver`` over its store and an ``IService``.
 
-    opts: KubernetesOptions
-    store: ClusterStore
-    resolver: KubernetesResolver
-    feeders: MultiService
-    connection: Connection | None = None
-    _waiters: list = attrs.Factory(list)
+    Its child services feed the store (one Watcher per resource, or a
+    ManifestSource); starting it starts the list+watch, stopping it closes
+    the watches.  It answers as the stanza does, with fallthrough expressed
+    by Twisted's exceptions (see resolver.py).
+    """
+
+    def __init__(
+        self,
+        opts: KubernetesOptions,
+        store: ClusterStore,
+        local_ips: Sequence[str] = (),
+        connection: Connection | None = None,
+    ) -> None:
+        KubernetesResolver.__init__(self, opts, store, local_ips)
+        MultiService.__init__(self)
+        self.connection = connection
+        self.setName(opts.name())
 
     @classmethod
     def from_api(
         cls, opts: KubernetesOptions, conn: Connection, reactor: Any, local_ips: Sequence[str] = (), http: Any = None
-    ) -> Stanza:
-        store = ClusterStore(clock=reactor.seconds)
+    ) -> KubernetesCluster:
+        cluster = cls(opts, ClusterStore(clock=reactor.seconds), local_ips, conn)
         api = ApiClient(
             conn,
             reactor,
@@ -58,19 +69,23 @@ class Stanza:
             burst=opts.apiserver_burst,
             max_inflight=opts.apiserver_max_inflight,
         )
-        feeders = MultiService()
         for spec in resource_specs(opts):
-            Watcher(spec, api, store, reactor, cluster=opts.name()).setServiceParent(feeders)
-        return cls(opts, store, KubernetesResolver(opts, store, local_ips), feeders, conn)
+            Watcher(spec, api, cluster.store, reactor, cluster=opts.name()).setServiceParent(cluster)
+        return cluster
 
     @classmethod
-    def from_manifests(cls, opts: KubernetesOptions, reactor: Any, local_ips: Sequence[str] = ()) -> Stanza:
+    def from_manifests(cls, opts: KubernetesOptions, reactor: Any, local_ips: Sequence[str] = ()) -> KubernetesCluster:
         from kubernetai.cluster.snapshot import ManifestSource
 
-        store = ClusterStore(clock=reactor.seconds)
-        feeders = MultiService()
-        ManifestSource(opts.manifests, opts, store, reactor, cluster=opts.name()).setServiceParent(feeders)
-        return cls(opts, store, KubernetesResolver(opts, store, local_ips), feeders)
+        cluster = cls(opts, ClusterStore(clock=reactor.seconds), local_ips)
+        ManifestSource(opts.manifests, opts, cluster.store, reactor, cluster=opts.name()).setServiceParent(cluster)
+        return cluster
+
+    def when_synced(self) -> defer.Deferred[None]:
+        """Fires (with None) once every resource has been listed, at once if it already has."""
+        d: defer.Deferred[None] = defer.Deferred()
+        self.store.when_synced(lambda: d.callback(None))  # called once
+        return d
 
     @property
     def synced(self) -> bool:
@@ -103,8 +118,8 @@ class Stanza:
         log.info("{name}: synced ({counts})", name=self.opts.name(), counts=counts or "no objects")
 
     def status(self) -> dict:
-        watchers = [w for w in self.feeders if isinstance(w, Watcher)]
-        snapshot = [s.status() for s in self.feeders if hasattr(s, "patterns")]
+        watchers = [w for w in self if isinstance(w, Watcher)]
+        snapshot = [s.status() for s in self if hasattr(s, "patterns")]
         return {
             **({"manifests": snapshot[0]} if snapshot else {}),
             "zones": list(self.opts.zones),

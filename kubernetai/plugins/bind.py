@@ -2,48 +2,13 @@
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 import socket
-import struct
 
 from kubernetai.corefile import Directive
+from kubernetai.hostaddrs import interface_addresses
 from kubernetai.plugin import SetupContext
 from kubernetai.values import arg_count, check_known
-
-SIOCGIFADDR = 0x8915
-
-
-def interface_addresses(name: str) -> list[str]:
-    """IPv4 and IPv6 addresses of a network interface (Linux), or []."""
-    found: list[str] = []
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            packed = fcntl.ioctl(s.fileno(), SIOCGIFADDR, struct.pack("256s", name[:15].encode()))
-            found.append(socket.inet_ntoa(packed[20:24]))
-    except OSError:
-        pass
-    try:
-        with open("/proc/net/if_inet6") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 6 and parts[5] == name:
-                    addr = ipaddress.IPv6Address(bytes.fromhex(parts[0]))
-                    if not addr.is_link_local:
-                        found.append(str(addr))
-    except OSError:
-        pass
-    return found
-
-
-def local_addresses() -> tuple[str, ...]:
-    """Every non-loopback address of this host's interfaces."""
-    out: list[str] = []
-    for _, name in socket.if_nameindex():
-        for addr in interface_addresses(name):
-            if not ipaddress.ip_address(addr).is_loopback and addr not in out:
-                out.append(addr)
-    return tuple(out)
 
 
 def resolve(d: Directive, item: str) -> list[str]:

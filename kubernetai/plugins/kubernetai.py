@@ -10,29 +10,28 @@ from __future__ import annotations
 
 from kubernetai.cluster.kubeconfig import ConfigError, connection_for
 from kubernetai.cluster.options import parse_options
-from kubernetai.cluster.resolver import KubernetesResolver
-from kubernetai.cluster.stanza import Stanza
+from kubernetai.cluster.stanza import KubernetesCluster
 from kubernetai.corefile import Directive
+from kubernetai.hostaddrs import local_addresses
 from kubernetai.plugin import SetupContext
-from kubernetai.plugins.bind import local_addresses
 
 
-def setup(d: Directive, ctx: SetupContext) -> KubernetesResolver:
+def setup(d: Directive, ctx: SetupContext) -> KubernetesCluster:
     opts = parse_options(d, ctx.zones)
     # Our own addresses (NS records and their glue): the bound ones, else the
     # host's non-loopback ones, as CoreDNS.
     local_ips = tuple(ctx.bind) or local_addresses()
     if opts.manifests:
-        stanza = Stanza.from_manifests(opts, ctx.reactor, local_ips)
+        stanza = KubernetesCluster.from_manifests(opts, ctx.reactor, local_ips)
     else:
         try:
             conn = connection_for(opts, ctx.reactor)
         except ConfigError as e:
             raise d.error(str(e)) from None
-        stanza = Stanza.from_api(opts, conn, ctx.reactor, local_ips)
-    ctx.server.add_service(stanza.feeders)
+        stanza = KubernetesCluster.from_api(opts, conn, ctx.reactor, local_ips)
+    ctx.server.add_service(stanza)
     ctx.server.readiness.add(opts.name(), lambda: stanza.synced)
     ctx.server.status[opts.name()] = stanza.status
     ctx.server.startup.append(stanza)
-    ctx.chain_users.append(stanza.resolver)
-    return stanza.resolver
+    ctx.chain_users.append(stanza)
+    return stanza
