@@ -344,3 +344,40 @@ def test_stop_from_a_sync_callback_leaves_no_watch_behind(rig):
     r.start()
     assert r.store.synced
     assert r.requests(watch=True) == [] and not r.cluster.watches
+
+
+def test_403_says_which_resource_is_forbidden_and_what_to_check(rig):
+    spec = ResourceSpec("EndpointSlice", "/apis/discovery.k8s.io/v1", "endpointslices", "prod")
+    r = rig(spec=spec)
+    r.cluster.fail(403, count=100, paths="endpointslices")
+    r.start()
+    assert r.watcher.refused and not r.store.synced
+    assert r.watcher.state == (
+        "forbidden (HTTP 403): the credentials may not list/watch endpointslices (API group 'discovery.k8s.io') "
+        "in namespace prod; check RBAC (etc/rbac.yaml)"
+    )
+    r.cluster.failures.clear()
+    r.advance(2)
+    assert r.store.synced and not r.watcher.refused and r.watcher.state == "watching"
+
+
+def test_403_after_sync_keeps_serving_and_says_so(rig):
+    r = rig([service("a")]).start()
+    r.cluster.fail(403, count=100)
+    r.cluster.end_watches()
+    r.flush()
+    assert r.watcher.refused and r.names() == ["a"]
+    assert r.watcher.state.endswith("check RBAC (etc/rbac.yaml), serving the last good data")
+    assert "API group ''" in r.watcher.state and "cluster-wide" in r.watcher.state
+
+
+def test_a_missing_crd_is_named_and_its_kind_counts_as_empty(rig):
+    spec = ResourceSpec("ServiceImport", "/apis/multicluster.x-k8s.io/v1alpha1", "serviceimports")
+    r = rig(spec=spec)
+    r.cluster.fail(404, count=3, paths="serviceimports")
+    r.start()
+    assert r.store.synced and not r.watcher.refused  # the stanza becomes ready, without imports
+    assert "the ServiceImport CRD (serviceimports.multicluster.x-k8s.io" in r.watcher.state
+    for _ in range(40):  # installed meanwhile: found on a later try (backoff 1 + 2 + 4 s)
+        r.advance(0.25)
+    assert r.watcher.state == "watching"

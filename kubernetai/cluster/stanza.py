@@ -117,6 +117,12 @@ class KubernetesCluster(KubernetesResolver, MultiService):
         counts = ", ".join(f"{n} {kind}s" for kind, n in self.store.counts().items() if n)
         log.info("{name}: synced ({counts})", name=self.opts.name(), counts=counts or "no objects")
 
+    @property
+    def ready(self) -> bool:
+        """Synced, and no resource refused to our credentials (a 401/403 is a configuration error
+        that /ready should show, though the last good data keeps serving)."""
+        return self.synced and not any(w.refused for w in self if isinstance(w, Watcher))
+
     def status(self) -> dict:
         watchers = [w for w in self if isinstance(w, Watcher)]
         snapshot = [s.status() for s in self if hasattr(s, "patterns")]

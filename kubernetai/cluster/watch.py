@@ -234,8 +234,23 @@ class Watcher(Service):
                 delay = self.backoff.next()
                 if isinstance(e, ApiError) and e.retry_after:
                     delay = max(delay, e.retry_after)
-                self._state(f"{_describe(e)}; retrying with backoff, serving the last good data", "warn")
+                if isinstance(e, ApiError) and e.code == 404 and self.rv is None and self.spec.kind in CRD_KINDS:
+                    # The CRD is not installed: nothing of this kind exists (yet); keep asking.
+                    self.store.relist(self.spec.scope, ())
+                    self._state(f"{CRD_KINDS[self.spec.kind]}; answering without it, checking again", "warn")
+                elif isinstance(e, ApiError) and e.code in (401, 403):
+                    self._state(f"{_forbidden(e, self.spec)}{self._serving()}", "error")
+                else:
+                    self._state(f"{_describe(e)}; retrying with backoff{self._serving()}", "warn")
                 yield self._sleep(delay)
+
+    def _serving(self) -> str:
+        return ", serving the last good data" if self.store.synced else ""
+
+    @property
+    def refused(self) -> bool:
+        """The API refuses our credentials for this resource (401/403): a configuration problem."""
+        return self.state.startswith(("forbidden", "unauthorized"))
 
     def _sleep(self, delay: float) -> defer.Deferred:
         d = task.deferLater(self.clock, delay, lambda: None)
@@ -367,6 +382,26 @@ class Watcher(Service):
         if rv:
             self.rv = rv
         self.store.touch_sync()
+
+
+# Kinds served only when a CRD is installed: what to say when it is not.
+CRD_KINDS = {
+    "ServiceImport": "the ServiceImport CRD (serviceimports.multicluster.x-k8s.io, from the Multi-Cluster Services "
+    "API) is not installed in this cluster",
+}
+
+
+def _forbidden(e: ApiError, spec: ResourceSpec) -> str:
+    """One line that says what to check after a 401 or 403."""
+    # "/apis/discovery.k8s.io/v1" → "discovery.k8s.io"; "/api/v1" is the core group, "".
+    group = spec.group_path.removeprefix("/apis/").rsplit("/", 1)[0] if spec.group_path.startswith("/apis/") else ""
+    where = f" in namespace {spec.namespace}" if spec.namespace else " cluster-wide"
+    if e.code == 401:
+        return "unauthorized (HTTP 401): the API server does not accept the credentials; check the token or certificate"
+    return (
+        f"forbidden (HTTP 403): the credentials may not list/watch {spec.plural} (API group "
+        f"'{group}'){where}; check RBAC (etc/rbac.yaml)"
+    )
 
 
 def _describe(e: BaseException) -> str:

@@ -30,7 +30,7 @@ def setup(d: Directive, ctx: SetupContext) -> KubernetesCluster:
             raise d.error(str(e)) from None
         stanza = KubernetesCluster.from_api(opts, conn, ctx.reactor, local_ips)
     ctx.server.add_service(stanza)
-    ctx.server.readiness.add(opts.name(), lambda: stanza.synced)
+    ctx.server.readiness.add(opts.name(), lambda: stanza.ready)
     ctx.server.status[opts.name()] = stanza.status
     ctx.server.startup.append(stanza)
     ctx.chain_users.append(stanza)
