@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from treq.testing import StubTreq
-from twisted.internet import task
+from twisted.internet import defer, task
 
 from kubernetai.cluster.kubeapi import ApiClient, TokenBucket
 from kubernetai.cluster.kubeconfig import Connection, NoAuth, StaticAuth
@@ -381,3 +381,53 @@ def test_a_missing_crd_is_named_and_its_kind_counts_as_empty(rig):
     for _ in range(40):  # installed meanwhile: found on a later try (backoff 1 + 2 + 4 s)
         r.advance(0.25)
     assert r.watcher.state == "watching"
+
+
+def waits_between_requests(r, tries: int) -> list[float]:
+    """Seconds between the watcher's requests, for ``tries`` requests (bounded: 60 s each)."""
+    delays = []
+    for _ in range(tries):
+        before = len(r.cluster.requests)
+        waited = 0.0
+        while len(r.cluster.requests) == before and waited < 60:
+            r.advance(0.25)
+            waited += 0.25
+        delays.append(waited)
+    return delays
+
+
+def test_backoff_resets_once_a_watch_delivers_so_each_outage_starts_from_one_second(rig):
+    r = rig([service("a")]).start()
+    for outage in range(3):  # the same abrupt outage, three times: the waits do not grow from one to the next
+        r.cluster.fail(500, count=3)
+        r.cluster.drop_watches()
+        r.flush()
+        assert waits_between_requests(r, 4) == [1.0, 2.0, 4.0, 8.0], outage  # the 4th request: the new watch
+        r.cluster.add(service(f"after-{outage}"))  # the new watch delivers: backoff resets
+        r.advance(0.25)
+        assert f"after-{outage}" in r.names()
+
+
+def test_connection_failures_retry_within_two_seconds_however_long_they_last(rig, monkeypatch):
+    from twisted.internet.error import ConnectionRefusedError
+
+    r = rig([service("a")]).start()
+    attempts: list[float] = []
+
+    def refused(self, *a, **kw):
+        attempts.append(r.clock.seconds())
+        return defer.fail(ConnectionRefusedError())
+
+    with monkeypatch.context() as m:
+        m.setattr(ApiClient, "get_json", refused)
+        m.setattr(ApiClient, "get", refused)
+        r.cluster.end_watches()
+        r.flush()
+        for _ in range(240):  # a minute of outage, in 0.25 s steps
+            r.advance(0.25)
+        gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+        assert len(attempts) > 20 and max(gaps) <= 2.4  # the 2 s cap, ±20% jitter
+        assert r.watcher.state.startswith("connection refused")
+    r.cluster.add(service("b"))
+    r.advance(2.5)
+    assert r.names() == ["a", "b"]

@@ -37,6 +37,10 @@ log = Logger()
 
 PAGE_SIZE = 500
 WATCH_TIMEOUT = (240, 360)  # seconds, jittered per watch
+# A connection refused, reset or cut costs the API server nothing, and a
+# restarted one should be seen at once: such failures retry within ~2 s.
+# Answers that are errors (5xx, 429) back off up to Backoff.cap.
+CONNECT_RETRY_CAP = 2.0
 IDLE_TIMEOUT = 120.0  # drop a watch that says nothing (not even a bookmark) for this long
 REQUEST_TIMEOUT = 60.0  # a list page, or a watch's response headers, must arrive within this
 MAX_LINE = 16 * 1024 * 1024
@@ -88,9 +92,10 @@ class Backoff:
     rand: Callable[[], float] = random.random
     failures: int = 0
 
-    def next(self) -> float:
+    def next(self, cap: float | None = None) -> float:
+        """The next delay; ``cap`` lowers the ceiling (see CONNECT_RETRY_CAP)."""
         self.failures += 1
-        delay = min(self.cap, self.base * 2 ** (self.failures - 1))
+        delay = min(self.cap if cap is None else cap, self.base * 2 ** (self.failures - 1))
         return delay * (0.8 + 0.4 * self.rand())
 
     def reset(self) -> None:
@@ -213,6 +218,7 @@ class Watcher(Service):
             try:
                 if self.rv is None:
                     self.rv = yield self._list()
+                    self.backoff.reset()  # listing works: a later failure starts from the first delay
                     self._state("synced")
                     if not self.running:  # stopped while the list finished (e.g. by a sync callback)
                         return
@@ -231,7 +237,7 @@ class Watcher(Service):
             except Exception as e:
                 if not self.running:
                     return
-                delay = self.backoff.next()
+                delay = self.backoff.next(None if isinstance(e, ApiError) else CONNECT_RETRY_CAP)
                 if isinstance(e, ApiError) and e.retry_after:
                     delay = max(delay, e.retry_after)
                 if isinstance(e, ApiError) and e.code == 404 and self.rv is None and self.spec.kind in CRD_KINDS:
@@ -355,6 +361,10 @@ class Watcher(Service):
     def _event(self, event: dict) -> None:
         kind = event.get("type")
         obj = event.get("object") or {}
+        if kind != "ERROR" and (self.backoff.failures or self.gone_in_a_row):
+            # The watch is established and delivering: the next failure starts from the first delay.
+            self.backoff.reset()
+            self.gone_in_a_row = 0
         if kind == "ERROR":
             if obj.get("code") == 410:
                 raise Gone()
