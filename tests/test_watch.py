@@ -431,3 +431,17 @@ def test_connection_failures_retry_within_two_seconds_however_long_they_last(rig
     r.cluster.add(service("b"))
     r.advance(2.5)
     assert r.names() == ["a", "b"]
+
+
+def test_a_410_after_reconnecting_relists_at_once_however_many_came_before(rig):
+    r = rig([service("a")]).start()
+    for round_ in range(3):  # each time: the connection drops, history is compacted meanwhile
+        r.cluster.drop_watches()
+        r.cluster.fail(500, count=4, watch_only=True)  # a few failed reconnects first
+        r.flush()
+        r.cluster.add(service(f"new-{round_}"))
+        r.cluster.compact()
+        waits_between_requests(r, 5)  # the dropped watch, four failed reconnects, then the 410 watch
+        kinds = ["watch" if "watch" in params else "list" for _, params, _ in r.cluster.requests[-3:]]
+        assert kinds == ["watch", "list", "watch"], round_  # the 410 watch, at once the relist, a new watch
+        assert f"new-{round_}" in r.names()

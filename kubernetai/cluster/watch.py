@@ -237,6 +237,8 @@ class Watcher(Service):
             except Exception as e:
                 if not self.running:
                     return
+                # Any other failure breaks a run of 410s: a 410 after reconnecting is expected.
+                self.gone_in_a_row = 0
                 delay = self.backoff.next(None if isinstance(e, ApiError) else CONNECT_RETRY_CAP)
                 if isinstance(e, ApiError) and e.retry_after:
                     delay = max(delay, e.retry_after)
