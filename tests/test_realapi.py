@@ -20,9 +20,10 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
+import yaml
 
 from .realapi.harness import RealCluster, Unavailable, etcd_binaries, kube_apiserver_binary
-from .twistd import Server
+from .twistd import ROOT, Server
 
 pytestmark = [pytest.mark.realapi, pytest.mark.e2e]
 
@@ -299,3 +300,212 @@ def test_more_services_than_one_list_page(real, servers, tmp_path):
         assert rdatas(ask(s.port, f"s{i}.{ns}.svc.cluster.local")) == cluster_ips(real, ns, f"s{i}"), i
     synced = re.search(r"synced \((\d+) Services", s.log())
     assert synced and int(synced.group(1)) >= 2100
+
+
+# ---------------------------------------------------------------- RBAC
+
+
+def load_yaml(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def test_rbac_manifest_as_is_and_a_permission_taken_away(real, servers, tmp_path):
+    for obj in load_yaml(ROOT / "etc" / "rbac.yaml"):
+        real.apply(obj)
+    ns = "rbac"
+    real.apply(namespace(ns))
+    real.apply(service("web", ns, clusterIP="None"))
+    real.apply(endpoint_slice("web", ns, [{"addresses": ["10.244.5.5"], "conditions": {"ready": True}}]))
+    token = real.token_for("kube-system", "kubernetai")
+    kubeconfig = real.kubeconfig(tmp_path / "kubeconfig", token=token)
+    stanza = f"    kubernetai cluster.local {{\n        kubeconfig {kubeconfig}\n        pods verified\n    }}\n"
+    s = servers(corefile(real, kubeconfig, stanza, http=True))
+    assert rdatas(ask(s.port, f"web.{ns}.svc.cluster.local")) == ["10.244.5.5"]
+    assert ready_code(s) == 200
+
+    (role,) = [o for o in load_yaml(ROOT / "etc" / "rbac.yaml") if o["kind"] == "ClusterRole"]
+    narrowed = {**role, "rules": [r for r in role["rules"] if "endpointslices" not in r["resources"]]}
+    real.apply(narrowed)
+    real.proxy.cut()  # the watches reconnect, and now list without that permission
+    eventually(lambda: ready_code(s) == 503, 10.0, "/ready says not ready")
+    lines = [line for line in s.log().splitlines() if "forbidden (HTTP 403)" in line]
+    assert len(lines) == 1 and "endpointslices (API group 'discovery.k8s.io')" in lines[0]
+    assert "check RBAC (etc/rbac.yaml), serving the last good data" in lines[0]
+    assert rdatas(ask(s.port, f"web.{ns}.svc.cluster.local")) == ["10.244.5.5"]  # still served
+
+    real.apply(role)  # put back: recovers without a restart
+    eventually(lambda: ready_code(s) == 200, 40.0, "/ready after the permission is back")
+    real.apply(endpoint_slice("web", ns, [{"addresses": ["10.244.5.6"], "conditions": {"ready": True}}]))
+    eventually(lambda: rdatas(ask(s.port, f"web.{ns}.svc.cluster.local")) == ["10.244.5.6"], 2.0, "changes again")
+
+
+# ---------------------------------------------------------------- multicluster and its CRD
+
+SERVICE_IMPORT_CRD = {
+    # The Multi-Cluster Services API's ServiceImport (sigs.k8s.io/mcs-api), v1alpha1: its group,
+    # names and the fields kubernetai reads, with the rest of the schema left open.
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "serviceimports.multicluster.x-k8s.io"},
+    "spec": {
+        "group": "multicluster.x-k8s.io",
+        "scope": "Namespaced",
+        "names": {
+            "plural": "serviceimports",
+            "singular": "serviceimport",
+            "kind": "ServiceImport",
+            "shortNames": ["svcim"],
+        },
+        "versions": [
+            {
+                "name": "v1alpha1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                                "properties": {
+                                    "type": {"type": "string", "enum": ["ClusterSetIP", "Headless"]},
+                                    "ips": {"type": "array", "items": {"type": "string"}},
+                                    "ports": {
+                                        "type": "array",
+                                        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                                    },
+                                },
+                            },
+                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def test_multicluster_without_the_crd_then_with_it(real, servers, tmp_path):
+    ns = "mcs"
+    real.apply(namespace(ns))
+    kubeconfig = real.kubeconfig(tmp_path / "kubeconfig")
+    stanza = f"    kubernetai cluster.local clusterset.local {{\n        kubeconfig {kubeconfig}\n        multicluster clusterset.local\n    }}\n"
+    s = servers(corefile(real, kubeconfig, stanza, http=True))
+    assert ready_code(s) == 200  # without the CRD: ready, and it says why there are no imports
+    lines = [line for line in s.log().splitlines() if "CRD" in line]
+    assert len(lines) == 1 and "the ServiceImport CRD (serviceimports.multicluster.x-k8s.io" in lines[0]
+    assert "404 page not found" not in s.log()
+    assert ask(s.port, f"db.{ns}.svc.clusterset.local").rcode() == dns.rcode.NXDOMAIN
+
+    real.apply(SERVICE_IMPORT_CRD)
+    eventually(lambda: _crd_served(real), 20.0, "CRD established")
+    real.apply(
+        {
+            "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+            "kind": "ServiceImport",
+            "metadata": {"name": "db", "namespace": ns},
+            "spec": {
+                "type": "ClusterSetIP",
+                "ips": ["10.100.0.7"],
+                "ports": [{"name": "sql", "port": 5432, "protocol": "TCP"}],
+            },
+        }
+    )
+    eventually(lambda: rdatas(ask(s.port, f"db.{ns}.svc.clusterset.local")) == ["10.100.0.7"], 20.0, "import")
+    srv = rdatas(ask(s.port, f"_sql._tcp.db.{ns}.svc.clusterset.local", "SRV"))
+    assert srv == [f"0 100 5432 db.{ns}.svc.clusterset.local."]
+
+
+def _crd_served(real: RealCluster) -> bool:
+    try:
+        real.request("GET", "/apis/multicluster.x-k8s.io/v1alpha1/serviceimports")
+        return True
+    except urllib.error.HTTPError:
+        return False
+
+
+# ---------------------------------------------------------------- two clusters in one server
+
+
+def test_two_clusters_local_then_remote_with_fallthrough(real, apiserver_bin, servers, tmp_path):
+    """The kubernetai README's example: the local cluster first, the remote one for what it lacks."""
+    remote = RealCluster(tmp_path / "remote", apiserver_bin)
+    try:
+        remote.start()
+        ns = "two"
+        for c in (real, remote):
+            c.apply(namespace(ns))
+        real.apply(service("local-only", ns, clusterIP="None"))
+        real.apply(endpoint_slice("local-only", ns, [{"addresses": ["10.244.7.1"], "conditions": {"ready": True}}]))
+        remote.apply(service("remote-only", ns, clusterIP="None"))
+        remote.apply(endpoint_slice("remote-only", ns, [{"addresses": ["10.245.7.2"], "conditions": {"ready": True}}]))
+        remote.apply(service("both", ns, clusterIP="None"))
+        remote.apply(endpoint_slice("both", ns, [{"addresses": ["10.245.7.3"], "conditions": {"ready": True}}]))
+        real.apply(service("both", ns, clusterIP="None"))
+        real.apply(endpoint_slice("both", ns, [{"addresses": ["10.244.7.3"], "conditions": {"ready": True}}]))
+        local_kc = real.kubeconfig(tmp_path / "local.kubeconfig", name="local")
+        remote_kc = remote.kubeconfig(tmp_path / "remote.kubeconfig", name="remote")
+        s = servers(
+            corefile(
+                real,
+                local_kc,
+                f"""    kubernetai cluster.local {{
+        kubeconfig {local_kc}
+        fallthrough
+    }}
+    kubernetai cluster.local {{
+        kubeconfig {remote_kc}
+    }}
+""",
+            )
+        )
+        assert rdatas(ask(s.port, f"local-only.{ns}.svc.cluster.local")) == ["10.244.7.1"]
+        assert rdatas(ask(s.port, f"remote-only.{ns}.svc.cluster.local")) == ["10.245.7.2"]
+        assert rdatas(ask(s.port, f"both.{ns}.svc.cluster.local")) == ["10.244.7.3"]  # the local one first
+        assert ask(s.port, f"neither.{ns}.svc.cluster.local").rcode() == dns.rcode.NXDOMAIN
+        real.delete(service("both", ns, clusterIP="None"))  # gone locally: the remote one answers
+        eventually(lambda: rdatas(ask(s.port, f"both.{ns}.svc.cluster.local")) == ["10.245.7.3"], 1.0, "fell through")
+    finally:
+        remote.stop()
+
+
+# ---------------------------------------------------------------- deployment manifests
+
+
+def test_deployment_manifests_pass_a_server_side_dry_run(real, tmp_path):
+    docs = load_yaml(ROOT / "etc" / "kubernetes" / "kubernetai.yaml") + load_yaml(ROOT / "etc" / "rbac.yaml")
+    kinds = set()
+    for obj in docs:
+        real.apply(obj, dry_run=True)  # raises on anything the API server refuses
+        kinds.add(obj["kind"])
+    want = {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "HorizontalPodAutoscaler", "ClusterRole"}
+    assert want <= kinds
+    (deployment,) = [o for o in docs if o["kind"] == "Deployment"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    # The ConfigMap's Corefile passes --check (in the pod it connects in-cluster; here, by a kubeconfig).
+    (config,) = [o for o in docs if o["kind"] == "ConfigMap"]
+    kubeconfig = real.kubeconfig(tmp_path / "kubeconfig")
+    text = config["data"]["Corefile"].replace("pods verified", f"pods verified\n        kubeconfig {kubeconfig}")
+    check = tmp_path / "Corefile"
+    check.write_text(text)
+    p = _check(check)
+    assert p.returncode == 0, p.stderr
+
+
+def _check(path: Path):
+    import subprocess
+
+    from .twistd import env, twistd
+
+    return subprocess.run(
+        twistd("--config", str(path), "--check", cwd=path.parent),
+        cwd=path.parent,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -38,9 +38,9 @@ log = Logger()
 PAGE_SIZE = 500
 WATCH_TIMEOUT = (240, 360)  # seconds, jittered per watch
 # A connection refused, reset or cut costs the API server nothing, and a
-# restarted one should be seen at once: such failures retry within ~2 s.
+# restarted one should be seen at once: such failures retry within ~1 s.
 # Answers that are errors (5xx, 429) back off up to Backoff.cap.
-CONNECT_RETRY_CAP = 2.0
+CONNECT_RETRY_CAP = 1.0
 IDLE_TIMEOUT = 120.0  # drop a watch that says nothing (not even a bookmark) for this long
 REQUEST_TIMEOUT = 60.0  # a list page, or a watch's response headers, must arrive within this
 MAX_LINE = 16 * 1024 * 1024
