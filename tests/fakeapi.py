@@ -150,7 +150,8 @@ class FakeCluster:
             self._close(w)
 
     def restart(self) -> None:
-        """An API server restart with etcd compaction: streams die, history is gone."""
+        """An API server restart: streams die, and (as a real one's watch cache starts afresh)
+        a watch from before it gets 410, compacted or not."""
         self.drop_watches()
         self.compact()
 
@@ -221,7 +222,11 @@ class FakeApi(resource.Resource):
             return server.NOT_DONE_YET
         target = self._target(path)
         if target is None:
-            return self._status(request, 404, f"no such path {path}")
+            # As kube-apiserver for a group/resource it does not serve (a CRD not installed):
+            # plain text, not a Status object.
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"404 page not found\n"
         kind, namespace = target
         try:
             selector = parse_selector(params["labelSelector"]) if params.get("labelSelector") else None
