@@ -6,8 +6,9 @@ import fcntl
 import ipaddress
 import socket
 import struct
+from collections.abc import Sequence
 
-__all__ = ["interface_addresses", "local_addresses"]
+__all__ = ["interface_addresses", "local_addresses", "own_addresses"]
 
 SIOCGIFADDR = 0x8915
 
@@ -42,3 +43,11 @@ def local_addresses() -> tuple[str, ...]:
             if not ipaddress.ip_address(addr).is_loopback and addr not in out:
                 out.append(addr)
     return tuple(out)
+
+
+def own_addresses(bound: Sequence[str]) -> tuple[str, ...]:
+    """The addresses NS records give, as CoreDNS: the bound ones (or, bound to none, every one of
+    this host's), never a loopback one.  None may remain: the apex NS is then NODATA."""
+    if not bound:
+        return local_addresses()
+    return tuple(a for a in bound if not ipaddress.ip_address(a.split("%", 1)[0]).is_loopback)

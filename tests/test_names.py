@@ -39,6 +39,23 @@ GOOD = [
         RecordRequest("svc", "ns", "web", zone="us-1a", zone_mode="prefer"),
     ),
     ("web.ns.svc.", {"zone": "."}, RecordRequest("svc", "ns", "web")),
+    # issue 11: an underscore on either label is _port._proto, also in a multicluster zone
+    (
+        "_http.tcp.web.ns.svc.cluster.local.",
+        {"multicluster": True},
+        RecordRequest("svc", "ns", "web", port="http", protocol="tcp"),
+    ),
+    (
+        "http._tcp.web.ns.svc.cluster.local.",
+        {"multicluster": True},
+        RecordRequest("svc", "ns", "web", port="http", protocol="tcp"),
+    ),
+    # issue 11: a topology zone with dots: every label left of pin|prefer._zone
+    (
+        "zone.a.pin._zone.svc.ns.svc.cluster.local.",
+        {"zonal": True},
+        RecordRequest("svc", "ns", "svc", zone="zone.a", zone_mode="pin"),
+    ),
 ]
 
 

@@ -109,9 +109,11 @@ ROWS = [
         dns.SRV,
         {},
         [
-            "_http._tcp.head.ns.svc.cluster.local. 5 SRV 0 33 8080 10-1-0-2.head.ns.svc.cluster.local.",
-            "_http._tcp.head.ns.svc.cluster.local. 5 SRV 0 33 8080 10-1-0-3.head.ns.svc.cluster.local.",
-            "_http._tcp.head.ns.svc.cluster.local. 5 SRV 0 33 8080 alpha.head.ns.svc.cluster.local.",
+            # 10.1.0.2 is in two slices: CoreDNS counts it twice for the weight (4 endpoints, 25 each)
+            # and keeps one record (issue 11, item 9; was 33 here before).
+            "_http._tcp.head.ns.svc.cluster.local. 5 SRV 0 25 8080 10-1-0-2.head.ns.svc.cluster.local.",
+            "_http._tcp.head.ns.svc.cluster.local. 5 SRV 0 25 8080 10-1-0-3.head.ns.svc.cluster.local.",
+            "_http._tcp.head.ns.svc.cluster.local. 5 SRV 0 25 8080 alpha.head.ns.svc.cluster.local.",
         ],
     ),
     # ExternalName: a CNAME, no SRV
@@ -219,3 +221,83 @@ def test_namespace_labels_limit_namespaces():
     s = store_with([o for o in OBJECTS if not (o["kind"] == "Namespace" and o["metadata"]["name"] == "ns")])
     view = View(s, KubernetesOptions(zones=(Z,), namespace_labels=Selector()), ())
     assert answer(view, Question.under("web.ns.svc.cluster.local.", (Z,)), dns.A).name_error
+
+
+# ---------------------------------------------------------------- issue 11: as the Go kubernetai answers
+
+
+def view_of(objects, **opts) -> View:
+    opts.setdefault("zones", (Z,))
+    return View(store_with(objects), KubernetesOptions(**opts), ())
+
+
+def answer_of(view: View, qname: str, qtype: int):
+    return answer(view, Question.under(qname, view.opts.zones), qtype)
+
+
+@pytest.mark.parametrize("qname", ["a.b.ext.ns.svc.cluster.local.", "_x._tcp.ext.ns.svc.cluster.local."])
+def test_an_external_name_has_no_port_or_protocol_names(qname):
+    for qtype in (dns.A, dns.CNAME, dns.SRV):
+        assert ask(qname, qtype).name_error, (qname, qtype)
+
+
+def test_one_ptr_for_an_endpoint_in_two_slices_of_a_service():
+    assert texts(ask("2.0.1.10.in-addr.arpa.", dns.PTR, zones=(Z, "in-addr.arpa.")).answers) == [
+        "2.0.1.10.in-addr.arpa. 5 PTR 10-1-0-2.head.ns.svc.cluster.local."
+    ]
+
+
+def test_ignore_empty_service_applies_to_clusterset_imports():
+    imp = {
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+        "kind": "ServiceImport",
+        "metadata": {"name": "db", "namespace": "ns"},
+        "spec": {"type": "ClusterSetIP", "ips": ["10.100.0.7"], "ports": [{"port": 80, "protocol": "TCP"}]},
+    }
+    zones = ("clusterset.local.",)
+    view = view_of([namespace("ns"), imp], zones=zones, multicluster=zones, ignore_empty_service=True)
+    assert answer_of(view, "db.ns.svc.clusterset.local.", dns.A).name_error
+    view = view_of([namespace("ns"), imp], zones=zones, multicluster=zones)
+    assert texts(answer_of(view, "db.ns.svc.clusterset.local.", dns.A).answers) == [
+        "db.ns.svc.clusterset.local. 5 A 10.100.0.7"
+    ]
+
+
+def test_pods_verified_ignores_terminating_pods_and_secondary_ips():
+    terminating = pod("old", "10.244.0.6", "ns")
+    terminating["metadata"]["deletionTimestamp"] = "2026-12-02T08:00:00Z"
+    two = pod("two", "10.244.0.7", "ns")
+    two["status"]["podIPs"] = [{"ip": "10.244.0.7"}, {"ip": "fd00::7"}]
+    view = view_of([namespace("ns"), terminating, two], pods="verified")
+    assert answer_of(view, "10-244-0-6.ns.pod.cluster.local.", dns.A).name_error
+    assert texts(answer_of(view, "10-244-0-7.ns.pod.cluster.local.", dns.A).answers)
+    assert answer_of(view, "fd00--7.ns.pod.cluster.local.", dns.AAAA).name_error
+
+
+def test_ipv6_endpoint_names_pad_only_a_trailing_dash():
+    from kubernetai.cluster.lookup import endpoint_hostname
+    from kubernetai.cluster.objects import Endpoint
+
+    assert endpoint_hostname(Endpoint(("::5",)), "::5", False) == "--5"
+    assert endpoint_hostname(Endpoint(("fd00::",)), "fd00::", False) == "fd00--0"
+
+
+def test_srv_weight_counts_an_endpoint_in_two_slices_twice():
+    objs = [
+        namespace("ns"),
+        service("h", "ns", ip=None, ports=[("http", "TCP", 80)]),
+        slice_("h", ["10.1.0.1"], "ns", name="h-a", ports=[("http", "TCP", 80)]),
+        slice_("h", ["10.1.0.1"], "ns", name="h-b", ports=[("http", "TCP", 80)]),
+    ]
+    ans = answer_of(view_of(objs), "_http._tcp.h.ns.svc.cluster.local.", dns.SRV)
+    assert texts(ans.answers) == ["_http._tcp.h.ns.svc.cluster.local. 5 SRV 0 50 80 10-1-0-1.h.ns.svc.cluster.local."]
+
+
+def test_no_loopback_address_is_our_own():
+    from kubernetai.hostaddrs import own_addresses
+
+    assert own_addresses(["127.0.0.1", "::1"]) == ()
+    assert own_addresses(["127.0.0.1", "192.0.2.53"]) == ("192.0.2.53",)
+    view = View(store_with([namespace("ns")]), KubernetesOptions(zones=(Z,)), own_addresses(["127.0.0.1"]))
+    ans = answer_of(view, "cluster.local.", dns.NS)
+    assert not ans.answers and not ans.additional and not ans.name_error  # NODATA, as CoreDNS

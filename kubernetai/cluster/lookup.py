@@ -54,11 +54,9 @@ def endpoint_hostname(ep: Endpoint, address: str, pod_names: bool) -> str:
     if "." in address:
         return address.replace(".", "-")
     label = address.replace(":", "-")
-    # "2001:db8::" would end (or "::1" start) with a dash: pad with 0 as CoreDNS.
+    # "2001:db8::" would end with a dash: pad it with 0, as CoreDNS (which leaves a leading "--" alone).
     if label.endswith("-"):
         label += "0"
-    if label.startswith("-"):
-        label = "0" + label
     return label
 
 
@@ -184,8 +182,12 @@ class View:
         return bool(r.zone) and self.store.service(r.namespace, r.service) is not None
 
     def endpoints_of(self, svc: Service) -> Iterator[tuple[Endpoint, str, tuple[Port, ...]]]:
-        """Ready (endpoint, address, ports) of a service, duplicates across slices merged."""
-        for ep, addr, sl in _ready(self.store.slices(svc.namespace, svc.name), merge=True):
+        """Ready (endpoint, address, ports) of a service, slice by slice.
+
+        An endpoint listed in two slices comes twice, as in CoreDNS: records
+        are deduplicated when shaped, but SRV weights count both.
+        """
+        for ep, addr, sl in _ready(self.store.slices(svc.namespace, svc.name), merge=False):
             yield ep, addr, sl.ports
 
     def has_endpoints(self, svc: Service) -> bool:
@@ -205,7 +207,8 @@ class View:
             if not self.has_endpoints(svc):
                 raise NoSuchName()
         if svc.type == "ExternalName":
-            if r.endpoint or not svc.external_name:
+            # No endpoint names and no _port._proto names under an ExternalName.
+            if r.endpoint or r.port or r.protocol or not svc.external_name:
                 raise NoSuchName()
             hit = Hit(svc.external_name, 0, base, ttl)
             if hit.kind != dns.CNAME:
@@ -258,6 +261,9 @@ class View:
             raise NoSuchName()
         ttl = self.opts.ttl
         base = f"{r.service}.{r.namespace}.svc.{zone}"
+        if self.opts.ignore_empty_service and imp.type != "Headless":
+            if not any(True for _ in _ready(self.store.mcs_slices(r.namespace, r.service), merge=False)):
+                raise NoSuchName()
         if imp.type == "Headless" or r.endpoint:
             items = []
             for ep, addr, sl in _ready(self.store.mcs_slices(r.namespace, r.service), merge=False):
@@ -303,7 +309,7 @@ class View:
                 out.append(f"{host}.{sl.service}.{sl.namespace}.svc.{zone}")
         if not out:
             raise NoSuchName()
-        return out
+        return list(dict.fromkeys(out))  # one endpoint listed in two slices of a Service: one PTR
 
 
 def _ready(slices: Iterable[EndpointSlice], merge: bool) -> Iterator[tuple[Endpoint, str, EndpointSlice]]:

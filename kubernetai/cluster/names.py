@@ -78,14 +78,16 @@ def parse_request(qname: str, zone: str, multicluster: bool = False, zonal: bool
     if len(left) == 1:
         fields["endpoint"] = left[0]
     elif len(left) == 2:
-        if multicluster and not left[1].startswith("_"):
+        # A leading underscore on either label makes it _port._proto (CoreDNS), even in a multicluster zone.
+        if multicluster and not (left[0].startswith("_") or left[1].startswith("_")):
             fields["endpoint"], fields["cluster"] = left[0], left[1]
         else:
             fields["port"], fields["protocol"] = _strip_underscore(left[0]), _strip_underscore(left[1])
-    elif len(left) == 3 and zonal and left[2] == "_zone":
-        if kind != "svc" or multicluster or left[1] not in ("pin", "prefer"):
+    elif len(left) >= 3 and zonal and left[-1] == "_zone":
+        if kind != "svc" or multicluster or left[-2] not in ("pin", "prefer"):
             raise InvalidRequest(f"{qname}: not a valid zonal name")
-        fields["zone"], fields["zone_mode"] = left[0], left[1]
+        # Every label left of pin|prefer._zone is the topology zone (zones may hold dots).
+        fields["zone"], fields["zone_mode"] = ".".join(left[:-2]), left[-2]
     else:
         raise InvalidRequest(f"{qname}: too many labels")
     return RecordRequest(**fields)

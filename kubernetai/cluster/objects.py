@@ -184,12 +184,12 @@ def endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
 
 
 def pod(obj: Mapping[str, Any]) -> Pod:
-    ns, name, _ = _meta(obj)
+    ns, name, meta = _meta(obj)
     status = obj.get("status") or {}
-    ips = [p.get("ip") for p in status.get("podIPs") or () if p.get("ip")]
-    if not ips and status.get("podIP"):
-        ips = [status["podIP"]]
-    return Pod(ns, name, tuple(ips))
+    # As CoreDNS: the primary IP only, and a terminating pod has none (it is not indexed).
+    if meta.get("deletionTimestamp") or not status.get("podIP"):
+        return Pod(ns, name, ())
+    return Pod(ns, name, (str(status["podIP"]),))
 
 
 def namespace(obj: Mapping[str, Any]) -> Namespace:

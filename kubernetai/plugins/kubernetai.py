@@ -12,15 +12,15 @@ from kubernetai.cluster.kubeconfig import ConfigError, connection_for
 from kubernetai.cluster.options import parse_options
 from kubernetai.cluster.stanza import KubernetesCluster
 from kubernetai.corefile import Directive
-from kubernetai.hostaddrs import local_addresses
+from kubernetai.hostaddrs import own_addresses
 from kubernetai.plugin import SetupContext
 
 
 def setup(d: Directive, ctx: SetupContext) -> KubernetesCluster:
     opts = parse_options(d, ctx.zones)
     # Our own addresses (NS records and their glue): the bound ones, else the
-    # host's non-loopback ones, as CoreDNS.
-    local_ips = tuple(ctx.bind) or local_addresses()
+    # host's; loopback ones never, as CoreDNS.
+    local_ips = own_addresses(ctx.bind)
     if opts.manifests:
         stanza = KubernetesCluster.from_manifests(opts, ctx.reactor, local_ips)
     else:
