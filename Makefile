@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test test-fast lint check clean
+.PHONY: demo test test-fast lint check compare clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,19 @@ test: lint
 # Everything but the end-to-end tests on real sockets (marker e2e): seconds, for the edit loop.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not e2e"
+
+# Development tool, not part of `make test`: our answers against the Go kubernetai's
+# (CoreDNS + the kubernetai plugin, newest CoreDNS) on seeded random clusters.
+# Needs ../shared (its tools and the Go kubernetai's source) and Go; see README.rst.
+SHARED ?= ../shared
+SEED_BIN ?= $(HOME)/.cache/kubernetai-seed
+SEEDS ?= 1-100
+REFERENCE ?= coredns-kubernetai-cur
+compare: $(STAMP)
+	@test -f $(SHARED)/tools/differential.py || { echo "make compare: $(SHARED)/tools not found (set SHARED=...)"; exit 2; }
+	@test -x $(SEED_BIN)/$(REFERENCE) || bash $(SHARED)/seed/build.sh $(SEED_BIN)
+	$(BIN)/python $(SHARED)/tools/differential.py --venv $(VENV) --cmd-b "$(SEED_BIN)/$(REFERENCE) -conf" \
+	    --seeds $(SEEDS) --time-budget 3600 --out build/compare/$(REFERENCE) --json build/compare/$(REFERENCE).json
 
 check: $(STAMP)
 	$(BIN)/twistd --pidfile= -n kubernetai --config etc/Corefile.example --check

@@ -23,6 +23,7 @@ from twisted.names import dns, resolve
 from twisted.names.error import DomainError
 from twisted.python.failure import Failure
 
+from kubernetai import outcome
 from kubernetai.request import RequestInfo, current_request, request_info
 
 __all__ = ["RequestChain", "chain"]
@@ -54,7 +55,12 @@ def _consult(resolver: Any, q: dns.Query, timeout: Any, info: RequestInfo) -> de
 def _next(failure: Failure, resolver: Any, q: dns.Query, timeout: Any, info: RequestInfo) -> defer.Deferred:
     # As twisted.names.resolve.FailureHandler: go on only after these.
     failure.trap(DomainError, defer.TimeoutError, NotImplementedError)
-    return _consult(resolver, q, timeout, info)
+    d = _consult(resolver, q, timeout, info)
+    if failure.check(outcome.FallthroughNXDomain):
+        # A later resolver that does not serve the name at all must not hide
+        # that an earlier one said it does not exist.
+        d.addErrback(lambda later: failure if later.check(outcome.NotMine) else later)
+    return d
 
 
 def chain(resolvers: Sequence[Any]) -> RequestChain:

@@ -123,3 +123,16 @@ def test_a_resolver_after_an_asynchronous_decline_still_sees_the_request():
     r = message(d)
     assert [rr.address for rrset in r.additional for rr in rrset if rrset.rdtype == tdns.A] == ["127.0.0.9"]
     assert [rr.port for rrset in r.additional for rr in rrset if rrset.rdtype == tdns.SRV] == [4242]
+
+
+def test_a_fallthrough_nxdomain_is_not_hidden_by_a_later_resolver_for_other_zones():
+    from kubernetai.cluster.options import KubernetesOptions
+    from kubernetai.fallthrough import Fallthrough
+
+    first = KubernetesResolver(
+        KubernetesOptions(zones=(ZONE,), fallthrough=Fallthrough((".",))), store_with([namespace("ns")])
+    )
+    other = stanza([namespace("ns")], ("other.local.",))
+    r = message(ask(factory_for(first, other, zones=(".",)), "missing.ns.svc.cluster.local"))
+    assert r.rcode() == dns.rcode.NXDOMAIN  # not SERVFAIL: nothing after it served the name at all
+    assert [rrset.name.to_text() for rrset in r.authority] == ["cluster.local."]

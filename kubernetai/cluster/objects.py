@@ -186,10 +186,13 @@ def endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
 def pod(obj: Mapping[str, Any]) -> Pod:
     ns, name, meta = _meta(obj)
     status = obj.get("status") or {}
-    # As CoreDNS: the primary IP only, and a terminating pod has none (it is not indexed).
-    if meta.get("deletionTimestamp") or not status.get("podIP"):
+    # As CoreDNS (1.15): every address in status.podIPs, and a terminating pod has none (it is not indexed).
+    if meta.get("deletionTimestamp"):
         return Pod(ns, name, ())
-    return Pod(ns, name, (str(status["podIP"]),))
+    ips = [str(p["ip"]) for p in status.get("podIPs") or () if p.get("ip")]
+    if not ips and status.get("podIP"):
+        ips = [str(status["podIP"])]  # an old API server that fills podIP only
+    return Pod(ns, name, tuple(ips))
 
 
 def namespace(obj: Mapping[str, Any]) -> Namespace:
