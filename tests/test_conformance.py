@@ -226,6 +226,8 @@ def query(port: int, case: dict) -> dns.message.Message:
     # (6 SRV + glue) exceed 512 bytes without compressing SRV targets,
     # which RFC 2782 forbids.
     edns = {} if case["qtype"] in ("AXFR", "IXFR") else {"use_edns": 0, "payload": 1232}
+    if "edns" in case:  # replay files of the differential say how they asked
+        edns = {} if case["edns"] is None else {"use_edns": 0, "payload": case["edns"]}
     q = dns.message.make_query(case["qname"], case["qtype"], **edns)
     source = {"source": next(iter(CLIENT_POD_IPS.values()))} if "client_pod_ip" in (case.get("needs") or []) else {}
     if case.get("proto", "udp") == "tcp":
