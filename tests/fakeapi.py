@@ -54,6 +54,7 @@ class Watch:
     kind: str
     namespace: str
     selector: Any
+    excluded_phases: tuple = ()  # from a fieldSelector status.phase!=X
     timer: Any = None
 
 
@@ -165,6 +166,8 @@ class FakeCluster:
         ns = obj["metadata"].get("namespace", "")
         if w.namespace and ns != w.namespace:
             return False
+        if (obj.get("status") or {}).get("phase") in w.excluded_phases:
+            return False
         return w.selector is None or w.selector.matches(obj["metadata"].get("labels") or {})
 
     def _send(self, w: Watch, event: dict) -> None:
@@ -232,6 +235,14 @@ class FakeApi(resource.Resource):
             selector = parse_selector(params["labelSelector"]) if params.get("labelSelector") else None
         except ValueError:
             return self._status(request, 400, "bad labelSelector")
+        # Field selectors: only what the real API supports and we send (status.phase!=X for pods).
+        excluded = []
+        for term in filter(None, params.get("fieldSelector", "").split(",")):
+            field, sep, value = term.partition("!=")
+            if field != "status.phase" or not sep or kind != "Pod":
+                return self._status(request, 400, f"field label not supported: {term}")
+            excluded.append(value)
+        request.excluded_phases = tuple(excluded)  # type: ignore[attr-defined]
         if watching:
             return self._watch(request, kind, namespace, selector, params)
         return self._list(request, kind, namespace, selector, params)
@@ -269,7 +280,7 @@ class FakeApi(resource.Resource):
                 return self._status(request, 410, "continue token expired")
             _, list_rv, items = entry
         else:
-            w = Watch(request, kind, namespace, selector)
+            w = Watch(request, kind, namespace, selector, getattr(request, "excluded_phases", ()))
             items = [o for k, o in sorted(c.objects[kind].items()) if c._matches(w, o)]
             list_rv = c.rv
         limit = int(params.get("limit") or 0)
@@ -307,7 +318,7 @@ class FakeApi(resource.Resource):
             )
             request.finish()
             return server.NOT_DONE_YET
-        w = Watch(request, kind, namespace, selector)
+        w = Watch(request, kind, namespace, selector, getattr(request, "excluded_phases", ()))
         c.watches.append(w)
         request.notifyFinish().addBoth(lambda _: c.watches.remove(w) if w in c.watches else None)
         request.write(b"")  # send headers now, as the real API server does

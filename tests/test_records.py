@@ -302,3 +302,13 @@ def test_no_loopback_address_is_our_own():
     view = View(store_with([namespace("ns")]), KubernetesOptions(zones=(Z,)), own_addresses(["127.0.0.1"]))
     ans = answer_of(view, "cluster.local.", dns.NS)
     assert not ans.answers and not ans.additional and not ans.name_error  # NODATA, as CoreDNS
+
+
+def test_pod_srv_weight_counts_every_pod_sharing_the_address():
+    objs = [namespace("ns"), pod("a", "172.18.0.3", "ns"), pod("b", "172.18.0.3", "ns")]  # host-network pods
+    view = view_of(objs, pods="verified")
+    ans = answer_of(view, "172-18-0-3.ns.pod.cluster.local.", dns.SRV)
+    assert texts(ans.answers) == ["172-18-0-3.ns.pod.cluster.local. 5 SRV 0 50 0 172-18-0-3.ns.pod.cluster.local."]
+    assert texts(answer_of(view, "172-18-0-3.ns.pod.cluster.local.", dns.A).answers) == [
+        "172-18-0-3.ns.pod.cluster.local. 5 A 172.18.0.3"
+    ]

@@ -154,12 +154,16 @@ def test_options_filter_like_the_api_server(tmp_path, monkeypatch):
         service("a", labels={"app": "x"}),
         service("b", labels={"app": "y"}),
         service("c", ns="other", labels={"app": "x"}),
-        pod("p", "10.0.0.9"),
-    )
+        {**pod("p", "10.0.0.9"), "metadata": {"name": "p", "namespace": "default", "labels": {"app": "x"}}},
+        pod("unlabelled", "10.0.0.8"),
+        {**pod("ended", "10.0.0.7"), "metadata": {"name": "ended", "namespace": "default", "labels": {"app": "x"}},
+         "status": {"phase": "Succeeded", "podIP": "10.0.0.7"}},
+    )  # fmt: skip
     from kubernetai.cluster.selectors import parse_selector
 
     r = Rig(tmp_path, namespaces=("default",), labels=parse_selector("app=x"), pods="verified").start(monkeypatch)
     assert names(r.store) == ["default/a"]
+    # As CoreDNS's pod informer: `labels` applies to Pods too, and ended pods are left out.
     assert names(r.store, "Pod") == ["default/p"]
 
 

@@ -445,3 +445,34 @@ def test_a_410_after_reconnecting_relists_at_once_however_many_came_before(rig):
         kinds = ["watch" if "watch" in params else "list" for _, params, _ in r.cluster.requests[-3:]]
         assert kinds == ["watch", "list", "watch"], round_  # the 410 watch, at once the relist, a new watch
         assert f"new-{round_}" in r.names()
+
+
+def test_pods_are_listed_by_phase_and_label_as_coredns_lists_them(rig):
+    from kubernetai.cluster.options import KubernetesOptions
+    from kubernetai.cluster.selectors import parse_selector
+    from kubernetai.cluster.stanza import resource_specs
+
+    from .fakeapi import pod
+
+    opts = KubernetesOptions(zones=("cluster.local.",), pods="verified", labels=parse_selector("app=x"))
+    (spec,) = [s for s in resource_specs(opts) if s.kind == "Pod"]
+    assert spec.label_selector == "app=x" and "status.phase!=Succeeded" in spec.field_selector
+    running, done = pod("run", "10.244.0.1"), pod("done", "10.244.0.2")
+    done["status"]["phase"] = "Succeeded"
+    for p in (running, done):
+        p["metadata"]["labels"] = {"app": "x"}
+    r = rig([running, done], spec=spec).start()
+    assert sorted(name for (_, name) in r.store.objects["Pod"]) == ["run"]
+
+
+def test_noendpoints_with_multicluster_still_watches_multicluster_slices():
+    from kubernetai.cluster.options import KubernetesOptions
+    from kubernetai.cluster.stanza import resource_specs
+
+    zones = ("cluster.local.", "clusterset.local.")
+    opts = KubernetesOptions(zones=zones, noendpoints=True, multicluster=zones[1:])
+    (spec,) = [s for s in resource_specs(opts) if s.kind == "EndpointSlice"]
+    assert spec.label_selector == "multicluster.kubernetes.io/service-name"
+    assert not [
+        s for s in resource_specs(KubernetesOptions(zones=zones, noendpoints=True)) if s.kind == "EndpointSlice"
+    ]

@@ -16,7 +16,7 @@ import attrs
 
 from kubernetai.cluster import objects
 from kubernetai.cluster.options import KubernetesOptions
-from kubernetai.cluster.selectors import Selector
+from kubernetai.cluster.selectors import Selector, parse_selector
 
 __all__ = ["KINDS", "Kind", "convert", "needed", "selected"]
 
@@ -32,38 +32,42 @@ class Kind:
     shrink: Callable[[Mapping[str, Any]], Any]
     # Whether a stanza with these options needs this kind at all.
     wanted: Callable[[KubernetesOptions], bool]
+    # A field selector the API applies (pods: only those that can still have an address).
+    fields: str = ""
 
 
+def _slice_selector(o: KubernetesOptions) -> Selector:
+    if not o.noendpoints:
+        return o.labels
+    mcs_only = objects.MCS_SERVICE_NAME_LABEL
+    return parse_selector(f"{o.labels},{mcs_only}" if o.labels else mcs_only)
+
+
+POD_PHASES = "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown"
+ENDED_PHASES = ("Succeeded", "Failed", "Unknown")
+
+# Selected exactly as CoreDNS's informers select them (plugin/kubernetes/controller.go).
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
-        Kind("Service", "/api/v1", "services", True, lambda o: o.labels, objects.service, lambda o: True),
-        Kind(
-            "EndpointSlice",
-            "/apis/discovery.k8s.io/v1",
-            "endpointslices",
-            True,
-            lambda o: o.labels,
-            objects.endpoint_slice,
-            lambda o: not o.noendpoints,
-        ),
-        # Pods only for ``pods verified``: endpoint_pod_names uses EndpointSlice targetRefs, as CoreDNS.
-        Kind("Pod", "/api/v1", "pods", True, None, objects.pod, lambda o: o.pods == "verified"),
+        Kind("Service", "/api/v1", "services", True,
+             selector=lambda o: o.labels, shrink=objects.service, wanted=lambda o: True),
+        # With noendpoints, CoreDNS still watches the multicluster ones (for ServiceImports).
+        Kind("EndpointSlice", "/apis/discovery.k8s.io/v1", "endpointslices", True,
+             selector=_slice_selector, shrink=objects.endpoint_slice,
+             wanted=lambda o: not o.noendpoints or bool(o.multicluster)),
+        # Only for ``pods verified`` (endpoint_pod_names uses EndpointSlice targetRefs); by ``labels`` and phase.
+        Kind("Pod", "/api/v1", "pods", True,
+             selector=lambda o: o.labels, shrink=objects.pod, wanted=lambda o: o.pods == "verified", fields=POD_PHASES),
         # Always: a name exists only in an existing namespace (CoreDNS's namespaceExposed).
-        Kind(
-            "Namespace", "/api/v1", "namespaces", False, lambda o: o.namespace_labels, objects.namespace, lambda o: True
-        ),
-        Kind(
-            "ServiceImport",
-            "/apis/multicluster.x-k8s.io/v1alpha1",
-            "serviceimports",
-            True,
-            None,
-            objects.service_import,
-            lambda o: bool(o.multicluster),
-        ),
+        Kind("Namespace", "/api/v1", "namespaces", False,
+             selector=lambda o: o.namespace_labels, shrink=objects.namespace, wanted=lambda o: True),
+        # CoreDNS selects ServiceImports by the namespace_labels selector (sic); so do we, for the same answers.
+        Kind("ServiceImport", "/apis/multicluster.x-k8s.io/v1alpha1", "serviceimports", True,
+             selector=lambda o: o.namespace_labels, shrink=objects.service_import,
+             wanted=lambda o: bool(o.multicluster)),
     )
-}
+}  # fmt: skip
 
 
 def needed(opts: KubernetesOptions) -> list[Kind]:
@@ -80,6 +84,8 @@ def selected(opts: KubernetesOptions, kind: Kind, obj: Mapping[str, Any]) -> boo
     """Whether the stanza's filters keep ``obj`` (raw JSON), as list/watch parameters would."""
     meta = obj.get("metadata") or {}
     if kind.namespaced and opts.namespaces and meta.get("namespace") not in opts.namespaces:
+        return False
+    if kind.fields and (obj.get("status") or {}).get("phase") in ENDED_PHASES:
         return False
     selector = kind.selector(opts) if kind.selector else None
     return not selector or selector.matches(meta.get("labels") or {})

@@ -246,10 +246,12 @@ class View:
         target = f"{name}.{r.namespace}.pod.{zone}"
         if mode == "insecure":
             return [Hit(ip, 0, target, self.opts.ttl)]
-        for p in self.store.pods_with_ip(ip):
-            if p.namespace == r.namespace:
-                return [Hit(ip, 0, target, self.opts.ttl)]
-        raise NoSuchName()
+        # One hit per pod with that address in the namespace (host-network pods share one), as
+        # CoreDNS: A answers are deduplicated, SRV weights count every pod.
+        hits = [Hit(ip, 0, target, self.opts.ttl) for p in self.store.pods_with_ip(ip) if p.namespace == r.namespace]
+        if not hits:
+            raise NoSuchName()
+        return hits
 
     def find_multicluster(self, r: RecordRequest, zone: str) -> list[Hit]:
         if not self.namespace_exposed(r.namespace):

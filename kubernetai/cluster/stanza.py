@@ -30,7 +30,7 @@ def resource_specs(opts: KubernetesOptions) -> list[ResourceSpec]:
     for kind in kinds.needed(opts):
         selector = str(kind.selector(opts)) if kind.selector else ""
         for ns in (opts.namespaces or ("",)) if kind.namespaced else ("",):
-            specs.append(ResourceSpec(kind.name, kind.api, kind.plural, ns, selector))
+            specs.append(ResourceSpec(kind.name, kind.api, kind.plural, ns, selector, kind.fields))
     return specs
 
 

@@ -67,6 +67,7 @@ class ResourceSpec:
     plural: str
     namespace: str = ""
     label_selector: str = ""
+    field_selector: str = ""
 
     @property
     def path(self) -> str:
@@ -304,6 +305,8 @@ class Watcher(Service):
                 params["continue"] = token
             if self.spec.label_selector:
                 params["labelSelector"] = self.spec.label_selector
+            if self.spec.field_selector:
+                params["fieldSelector"] = self.spec.field_selector
             try:
                 data = yield self._request(self.api.get_json(self.spec.path, params))
             except ApiError as e:
@@ -340,6 +343,8 @@ class Watcher(Service):
         }
         if self.spec.label_selector:
             params["labelSelector"] = self.spec.label_selector
+        if self.spec.field_selector:
+            params["fieldSelector"] = self.spec.field_selector
         try:
             resp = yield self._request(self.api.get(self.spec.path, params, stream=True))
         except ApiError as e:
