@@ -10,6 +10,7 @@ server blocks can share one port, routed by their zones.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -131,7 +132,8 @@ class KubeDNSServerFactory(DNSServerFactory):
         self.max_tcp_connections = max_tcp_connections
         self._zones = {z: b for b in reversed(self.blocks) for z in b.zones}
         self._held: list | None = None
-        self._cache: dict[tuple[str, bytes], _Cached] = {}  # (proto, wire.cache_key) → answer
+        # (proto, wire.cache_key) → answer, least recently used first
+        self._cache: OrderedDict[tuple[str, bytes], _Cached] = OrderedDict()
 
     # ---------------------------------------------------------- start-up gate
     MAX_HELD = 10000
@@ -177,8 +179,12 @@ class KubeDNSServerFactory(DNSServerFactory):
     def _handle(self, data: bytes, address: tuple, proto: str) -> defer.Deferred:
         start = self._now()
         key = wire.cache_key(data)
-        cached = self._cache.get((proto, key)) if key is not None else None
+        cached = None
+        if key is not None:
+            cache_key = (proto, key)
+            cached = self._cache.get(cache_key)
         if cached is not None and cached.valid():
+            self._cache.move_to_end(cache_key)  # recently used: evicted last
             out = data[:2] + cached.body
             if cached.block.observers:
                 self._observe_cached(cached, data, address, proto, out, start)
@@ -235,7 +241,7 @@ class KubeDNSServerFactory(DNSServerFactory):
             and req.question.type not in (dns.AXFR, dns.IXFR)
         ):
             if len(self._cache) >= self.MAX_CACHED:
-                self._cache.clear()
+                self._cache.popitem(last=False)  # the least recently used (a flood of new names keeps the hot ones)
             b3, b4, an = out[2], out[3], int.from_bytes(out[6:8], "big")
             self._cache[(proto, key)] = _Cached(
                 out[2:], tuple(trace.versions), block, b4 & 0xF, bool(b3 & 0x04), bool(b3 & 0x02), an

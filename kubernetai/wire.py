@@ -28,7 +28,10 @@ __all__ = [
 
 HEADER = struct.Struct("!HBBHHHH")
 EDNS_PAYLOAD = 1232  # what we advertise (DNS flag day 2020)
-MAX_UDP_PAYLOAD = 4096
+# The largest UDP answer we send, whatever the client offers: the DNS flag-day
+# value, which is also what we advertise (a reflected answer is at most this).
+MAX_UDP_PAYLOAD = EDNS_PAYLOAD
+MAX_NAME_TEXT = 253  # a name of 255 octets on the wire, without the final dot
 BADVERS = 16
 OPT = 41
 
@@ -95,6 +98,9 @@ def parse_request(data: bytes) -> Request | Malformed | None:
         question = message.queries[0] if message.queries else None
         return Malformed(ident, opcode, rd, "message shorter than its counts", question)
     question = message.queries[0]
+    if len(question.name.name) > MAX_NAME_TEXT:
+        # Longer than 255 octets on the wire: not a domain name (RFC 1035 §2.3.4); not echoed back.
+        return Malformed(ident, opcode, rd, "question name longer than 255 octets")
     ixfr = None
     if question.type == dns.IXFR:
         soas = [rr for rr in message.authority if rr.type == dns.SOA]
@@ -103,7 +109,10 @@ def parse_request(data: bytes) -> Request | Malformed | None:
     if len(opts) > 1:
         return Malformed(ident, opcode, rd, "more than one OPT record", question)
     if opts:
-        opt = dns._OPTHeader.fromRRHeader(opts[0])
+        try:
+            opt = dns._OPTHeader.fromRRHeader(opts[0])
+        except Exception as e:  # an option whose length runs past the record, and the like
+            return Malformed(ident, opcode, rd, f"malformed OPT record: {e!r}", question)
         return Request(
             ident,
             opcode,

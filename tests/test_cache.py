@@ -226,3 +226,18 @@ def test_any_packet_twice_gives_the_same_answer(packet, proto):
     first = result(f.handle_packet(packet, ("127.0.0.1", 1), proto))
     second = result(f.handle_packet(packet, ("127.0.0.1", 1), proto))
     assert first == second
+
+
+def test_a_full_cache_evicts_the_least_recently_used_not_everything():
+    f, store, seen = rig()
+    add(store, namespace("ns"))
+    add(store, service("web", "ns"))
+    synced(store)
+    f.MAX_CACHED = 4
+    ask(f, "web.ns.svc.cluster.local")
+    hot = Counting.calls
+    for i in range(40):  # a flood of names never asked before, the hot name asked in between
+        ask(f, f"random-{i}.ns.svc.cluster.local")
+        ask(f, "web.ns.svc.cluster.local")
+    assert Counting.calls == hot + 40  # every random name once; the hot one never again
+    assert len(f._cache) == 4

@@ -159,14 +159,42 @@ def test_udp_answer_too_big_is_truncated_at_a_record_boundary():
     assert len(out) <= 512
 
 
-def test_client_udp_size_is_honoured():
+def test_client_udp_size_is_honoured_up_to_1232():
     small = answer(make_factory(), "big.example.test")
-    large = answer(make_factory(), "big.example.test", use_edns=0, payload=4096)
     assert small.flags & dns.flags.TC
-    assert not large.flags & dns.flags.TC  # 200 compressed A records ≈ 3.2 kB fit in 4096
-    assert len(large.answer[0]) == 200
-    out = ask(make_factory(), dns.message.make_query("big.example.test", "A", use_edns=0, payload=4096))
-    assert 512 < len(out) <= 4096
+    for payload in (1232, 4096, 65000):  # clamped at 1232, the flag-day value we advertise (issue 12, item 8)
+        out = ask(make_factory(), dns.message.make_query("big.example.test", "A", use_edns=0, payload=payload))
+        r = dns.message.from_wire(out)
+        assert 512 < len(out) <= 1232 and r.flags & dns.flags.TC, payload
+    r = answer(make_factory(), "a.example.test", use_edns=0, payload=4096)
+    assert r.payload == 1232  # what we advertise
+
+
+def test_a_malformed_edns_option_gets_formerr_not_a_traceback():
+    from twisted.logger import globalLogPublisher
+
+    q = dns.message.make_query("a.example.test", "A", use_edns=0).to_wire()
+    # Replace the OPT record's empty RDATA with an option whose length runs past the record.
+    assert q.endswith(b"\x00\x00")
+    bad = q[:-2] + struct.pack("!HHH", 4, 10, 20)
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        out = ask(make_factory(), bad)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert out is not None and dns.message.from_wire(out, question_only=True).rcode() == dns.rcode.FORMERR
+    assert not [e for e in events if e.get("log_failure") is not None]
+
+
+def test_a_question_name_over_255_octets_gets_formerr_and_is_not_echoed():
+    labels = [b"a" * 63] * 4  # 4 × 64 + 1 = 257 octets on the wire
+    qname = b"".join(bytes([len(x)]) + x for x in labels) + b"\x00"
+    packet = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", 1, 1)
+    out = ask(make_factory(), packet)
+    assert out is not None
+    ident, flags, qd = struct.unpack_from("!HHH", out)
+    assert ident == 0x1234 and flags & 0xF == dns.rcode.FORMERR and qd == 0
 
 
 def test_tcp_gives_the_whole_answer():
