@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 from twisted.application.service import MultiService
@@ -190,13 +190,7 @@ class KubernetaiService(MultiService):
             try:
                 actual = self._listen_pair(port, factory, interface)
             except CannotListenError as e:
-                self._close_ports()
-                if self.exit_on_listen_error:  # under twistd: one clear line, exit 1
-                    print(
-                        f"kubernetai: cannot listen on {interface or '*'} port {port}: {e.socketError}", file=sys.stderr
-                    )
-                    raise SystemExit(1) from None
-                raise CannotListenError(interface, port, e.socketError) from None
+                self._cannot_listen(interface, port, e, "")
             self.factories[(addr, actual)] = factory
             log.info(
                 "kubernetai: listening on {addr} port {port} (udp+tcp) for {zones}",
@@ -204,7 +198,20 @@ class KubernetaiService(MultiService):
                 port=actual,
                 zones=" ".join(z for b in blocks for z in b.zones),
             )
-        MultiService.privilegedStartService(self)
+        try:  # the HTTP listeners (health, ready), before anything is served
+            MultiService.privilegedStartService(self)
+        except CannotListenError as e:
+            self._cannot_listen(e.interface, e.port, e, " (HTTP)")
+
+    def _cannot_listen(self, interface: str, port: int, e: CannotListenError, what: str) -> NoReturn:
+        """Close what is open; under twistd say it in one line and exit 1, else raise."""
+        self._close_ports()
+        if self.exit_on_listen_error:
+            print(
+                f"kubernetai: cannot listen on {interface or '*'} port {port}{what}: {e.socketError}", file=sys.stderr
+            )
+            raise SystemExit(1) from None
+        raise CannotListenError(interface, port, e.socketError) from None
 
     def startService(self) -> None:
         self.privilegedStartService()  # a no-op when twistd already called it

@@ -36,6 +36,8 @@ class CorefileError(Exception):
     """A Corefile problem, located at ``file:line``."""
 
     def __init__(self, file: str, line: int, message: str) -> None:
+        # Always one line: a quoted token may hold newlines or other control characters.
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         super().__init__(f"{file}:{line}: {message}")
         self.file = file
         self.line = line
@@ -423,8 +425,15 @@ def build_directive(tokens: Sequence[Token]) -> Directive:
     return directive
 
 
-def _build(tokens: Sequence[Token], i: int) -> tuple[Directive, int]:
+# Blocks inside a directive nest this deep at most (CoreDNS plugins use one
+# or two levels); deeper is refused before Python's recursion limit is near.
+MAX_NESTING = 32
+
+
+def _build(tokens: Sequence[Token], i: int, depth: int = 0) -> tuple[Directive, int]:
     head = tokens[i]
+    if depth > MAX_NESTING:
+        raise CorefileError(head.file, head.line, f"blocks nested more than {MAX_NESTING} deep")
     args: list[str] = []
     prev = head
     i += 1
@@ -445,7 +454,7 @@ def _build(tokens: Sequence[Token], i: int) -> tuple[Directive, int]:
                 )
             if tokens[i].is_brace("}"):
                 return Directive(head.text, tuple(args), head.file, head.line, tuple(children)), i + 1
-            child, i = _build(tokens, i)
+            child, i = _build(tokens, i, depth + 1)
             children.append(child)
     return Directive(head.text, tuple(args), head.file, head.line), i
 

@@ -233,3 +233,25 @@ def test_directive_error_helper_names_file_line_and_directive():
     d = parse(". {\n\n  log a\n}")[0].directives[0]
     err = d.error("bad thing")
     assert str(err) == "Corefile:3: log: bad thing"
+
+
+def test_hostile_configuration_gets_one_line_each(tmp_path):
+    """Issue 12, item 14: deep nesting, a device as hosts file, a kubeconfig that is a directory or not YAML."""
+    from kubernetai.build import load_text
+    from kubernetai.corefile import CorefileError
+
+    (tmp_path / "kcdir").mkdir()
+    (tmp_path / "bad.yaml").write_text("a: [unclosed\n")
+    deep = ". {\n kubernetai cluster.local {\n" + "x {\n" * 3000 + "}\n" * 3000 + " }\n}"
+    cases = {
+        deep: "blocks nested more than 32 deep",
+        ". {\n hosts /dev/zero\n}": "hosts: /dev/zero: not a regular file",
+        f". {{\n kubernetai cluster.local {{\n  kubeconfig {tmp_path / 'kcdir'}\n }}\n}}": "is not a file",
+        f". {{\n kubernetai cluster.local {{\n  kubeconfig {tmp_path / 'bad.yaml'}\n }}\n}}": "not a readable kubeconfig",
+        '. {\n bind "bad\nname"\n}': "bad\\nname",  # a quoted token with a newline, echoed escaped
+    }
+    for text, wanted in cases.items():
+        with pytest.raises(CorefileError) as e:
+            load_text(text, 53, None, file=str(tmp_path / "Corefile"))
+        message = str(e.value)
+        assert wanted in message and "\n" not in message, message

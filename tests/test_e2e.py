@@ -147,6 +147,20 @@ def test_busy_port_exits_nonzero_with_a_clear_message(tmp_path):
     assert f"cannot listen on 127.0.0.1 port {port}" in p.stderr + p.stdout
 
 
+def test_busy_health_port_exits_before_serving_with_one_line(tmp_path):
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        p = run_twistd(tmp_path, f".:0 {{\n bind 127.0.0.1\n health 127.0.0.1:{port}\n}}\n")
+    assert p.returncode == 1
+    out = p.stderr + p.stdout
+    assert out.count(f"kubernetai: cannot listen on 127.0.0.1 port {port} (HTTP)") == 1
+    assert "Traceback" not in out and "Main loop" not in out  # exits before the reactor runs: nothing served
+
+
 def test_help_lists_the_options(tmp_path):
     p = subprocess.run([*TWISTD, "kubernetai", "--help"], env=env(), capture_output=True, text=True, timeout=60)
     for opt in ("--config", "--dns-port", "--check"):

@@ -312,3 +312,14 @@ def test_pod_srv_weight_counts_every_pod_sharing_the_address():
     assert texts(answer_of(view, "172-18-0-3.ns.pod.cluster.local.", dns.A).answers) == [
         "172-18-0-3.ns.pod.cluster.local. 5 A 172.18.0.3"
     ]
+
+
+def test_an_endpoint_url_with_credentials_is_refused_without_repeating_them():
+    from kubernetai.build import load_text
+    from kubernetai.corefile import CorefileError
+
+    text = ". {\n kubernetai cluster.local {\n  endpoint https://admin:s3cret@192.0.2.1:6443\n }\n}"
+    with pytest.raises(CorefileError) as e:
+        load_text(text, 53, None)
+    assert "Corefile:3: endpoint: credentials in an endpoint URL are not accepted" in str(e.value)
+    assert "s3cret" not in str(e.value) and "admin" not in str(e.value)

@@ -476,3 +476,12 @@ def test_noendpoints_with_multicluster_still_watches_multicluster_slices():
     assert not [
         s for s in resource_specs(KubernetesOptions(zones=zones, noendpoints=True)) if s.kind == "EndpointSlice"
     ]
+
+
+def test_a_list_answer_past_the_size_limit_is_an_error_not_memory(rig):
+    r = rig([service(f"s{i}") for i in range(50)], max_body=2000).start()
+    assert not r.store.synced
+    assert "an answer larger than 2,000 bytes from /api/v1/services" in r.watcher.state
+    r.api.max_body = 10**6
+    r.advance(2)
+    assert r.store.synced and len(r.names()) == 50

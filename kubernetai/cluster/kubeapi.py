@@ -9,6 +9,7 @@ caller's backoff takes over.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -72,6 +73,9 @@ def http_client_for(conn: Connection, reactor: Any) -> HTTPClient:
     return HTTPClient(agent)
 
 
+MAX_LIST_BODY = 128 * 2**20
+
+
 @attrs.define
 class ApiClient:
     """GETs against one API server with its credentials and limits."""
@@ -82,6 +86,9 @@ class ApiClient:
     qps: float = 0.0
     burst: int = 0
     max_inflight: int = 0
+    # A list page (500 objects) is a few MB; an answer that keeps growing past
+    # this is an error, not something to hold in memory until the timeout.
+    max_body: int = MAX_LIST_BODY
     bucket: TokenBucket = attrs.field(init=False)
     inflight: defer.DeferredSemaphore | None = attrs.field(init=False)
 
@@ -121,9 +128,28 @@ class ApiClient:
 
     @defer.inlineCallbacks
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        resp = yield self.get(path, params)
-        data = yield treq.json_content(resp) if not hasattr(self.http, "json_content") else self.http.json_content(resp)
-        return data
+        """A JSON answer, read as it streams in and refused once past ``max_body`` bytes."""
+        resp = yield self.get(path, params, stream=True)
+        chunks: list[bytes] = []
+        size = 0
+
+        def collect(data: bytes) -> None:
+            nonlocal size
+            size += len(data)
+            if size > self.max_body:
+                raise BodyTooLarge(f"an answer larger than {self.max_body:,} bytes from {path}")
+            chunks.append(data)
+
+        collector = getattr(self.http, "collect", treq.collect)  # StubTreq brings its own
+        yield collector(resp, collect)
+        try:
+            return json.loads(b"".join(chunks))
+        except ValueError as e:
+            raise ApiError(resp.code, f"not JSON: {e}") from None
+
+
+class BodyTooLarge(Exception):
+    """An API answer larger than we accept (ApiClient.max_body)."""
 
 
 def _drain(resp: Any) -> defer.Deferred:

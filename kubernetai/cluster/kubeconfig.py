@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import attrs
+import yaml
 from twisted.internet import defer, utils
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import (
@@ -312,6 +313,9 @@ def _in_cluster(reactor: Any, environ: Mapping[str, str]) -> Connection:
     )
 
 
+MAX_KUBECONFIG = 4 * 2**20
+
+
 def _from_kubeconfig(path: str, context: str, reactor: Any) -> Connection:
     from kubernetes.config.config_exception import ConfigException
     from kubernetes.config.kube_config import KubeConfigLoader, KubeConfigMerger
@@ -320,6 +324,10 @@ def _from_kubeconfig(path: str, context: str, reactor: Any) -> Connection:
     path = os.path.expanduser(path)
     if not os.path.exists(path):
         raise ConfigError(f"kubeconfig {path} does not exist")
+    if not os.path.isfile(path):
+        raise ConfigError(f"kubeconfig {path} is not a file")
+    if os.path.getsize(path) > MAX_KUBECONFIG:
+        raise ConfigError(f"kubeconfig {path} is larger than {MAX_KUBECONFIG // 2**20} MiB")
     try:
         merged = KubeConfigMerger(path)
         if merged.config is None:
@@ -328,6 +336,9 @@ def _from_kubeconfig(path: str, context: str, reactor: Any) -> Connection:
         loader._load_cluster_info()  # CA and client cert/key as files (inline data → temp files)
     except ConfigException as e:
         raise ConfigError(f"{name}: {e}") from None
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as e:  # not a kubeconfig at all
+        why = " ".join(str(e).split())  # one line
+        raise ConfigError(f"{name}: not a readable kubeconfig ({type(e).__name__}: {why})"[:300]) from None
     user: Any = loader._user or {}
     if loader.__dict__.get("verify_ssl") is False:
         raise ConfigError(f"{name}: insecure-skip-tls-verify is set; kubernetai always verifies the API server")

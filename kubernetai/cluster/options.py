@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -80,7 +81,11 @@ def _selector(d: Directive) -> Selector:
 
 def _endpoint(c: Directive, zones: tuple[str, ...]) -> dict:
     # Several endpoints are deprecated upstream; only the first is used.
-    return {"endpoint": arg_count(c, 1)[0]}
+    url = arg_count(c, 1)[0]
+    if "@" in urlsplit(url).netloc:
+        # It would show in /status, /ready and every log line: refuse it, and do not repeat it.
+        raise c.error("credentials in an endpoint URL are not accepted; put them in a kubeconfig (kubeconfig PATH)")
+    return {"endpoint": url}
 
 
 def _tls(c: Directive, zones: tuple[str, ...]) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import stat
 
 import attrs
 from twisted.application.internet import TimerService
@@ -65,6 +66,18 @@ class HostsTable:
         return name in self.v4 or name in self.v6 or name in self.ptr
 
 
+MAX_HOSTS_FILE = 16 * 2**20  # a hosts file of a million names is about 30 MB; this is plenty
+
+
+def file_problem(st: os.stat_result | None) -> str:
+    """Why a hosts file cannot be read (not a regular file, too large), or ''."""
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st is None or st.st_size > MAX_HOSTS_FILE:
+        return f"larger than {MAX_HOSTS_FILE // 2**20} MiB"
+    return ""
+
+
 @attrs.define
 class HostsResolver(ZoneResolver):
     """An IResolver over a hosts file plus inline entries."""
@@ -94,8 +107,13 @@ class HostsResolver(ZoneResolver):
                 stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
                 if self._loaded and stamp == self._stamp:
                     return
+                problem = file_problem(st)
+                if problem:
+                    raise OSError(0, problem)
                 with open(self.path, encoding="utf-8", errors="replace") as f:
-                    text = f.read()
+                    text = f.read(MAX_HOSTS_FILE + 1)
+                if len(text) > MAX_HOSTS_FILE:
+                    raise OSError(0, file_problem(None))
                 self._stamp, self._failing = stamp, False
             except OSError as e:
                 if not self._failing:
@@ -149,6 +167,12 @@ def parse(d: Directive, block_zones: tuple[str, ...]) -> tuple[HostsResolver, fl
     zones = zone_args(d, args[1:])
     if path and not os.path.isabs(path):
         path = os.path.join(os.path.dirname(os.path.abspath(d.file)), path)
+    try:
+        problem = file_problem(os.stat(path))
+    except OSError:
+        problem = ""  # a missing file is read when it appears, as CoreDNS
+    if problem:
+        raise d.error(f"{args[0] if args else path}: {problem}")
     ttl, reverse, reload_period, fall = 3600, True, 5.0, Fallthrough()
     inline: list[tuple[str, list[str]]] = []
     for child in d.children:
