@@ -182,6 +182,7 @@ def test_transfer_and_hosts_do_not_prevent_caching(tmp_path):
 
     hosts = tmp_path / "hosts"
     hosts.write_text("10.0.0.1 gw.example.org\n")
+    (tmp_path / "none.yaml").write_text("")  # an empty cluster (a path matching nothing is an error)
     plan = load_text(
         f""". {{
  transfer {{

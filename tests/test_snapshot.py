@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import dns.message
@@ -210,3 +211,54 @@ def test_a_service_added_to_a_file_resolves_within_a_second(tmp_path):
         assert r.rcode() == 3  # removed from the file: gone
     finally:
         yield svc.stopService()
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    """Issue 12, item 12: 744 bytes that expand to billions of nodes when walked."""
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, 10):
+        prev, cur = chr(ord("a") + i - 1), chr(ord("a") + i)
+        lines.append(f"{cur}: &{cur} [{','.join(['*' + prev] * 9)}]")
+    lines.append("kind: Service")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    assert len(bomb.read_bytes()) < 1024
+    with pytest.raises(ManifestError, match="YAML aliases"):
+        read_documents(str(bomb))
+
+
+def test_label_values_must_be_strings(tmp_path):
+    from kubernetai.cluster import kinds
+    from kubernetai.cluster.objects import ObjectError
+    from kubernetai.cluster.options import KubernetesOptions
+
+    obj = service("a", labels={"app": ["not", "a", "string"]})
+    with pytest.raises(ObjectError):
+        kinds.selected(KubernetesOptions(zones=("cluster.local.",)), kinds.KINDS["Service"], obj)
+
+
+def test_a_manifests_path_that_matches_nothing_fails_the_check(tmp_path):
+    for arg in ("typo.yaml", "missing-dir/", "nothing-*.yaml"):
+        with pytest.raises(CorefileError, match=f"manifests: {re.escape(arg)} matches no file or directory"):
+            load_text(f". {{\n kubernetai cluster.local {{\n  manifests {arg}\n }}\n}}", 53, None,
+                      file=str(tmp_path / "Corefile"))  # fmt: skip
+
+
+def test_a_path_that_matched_and_now_matches_nothing_keeps_the_last_good_contents(tmp_path, monkeypatch):
+    d = tmp_path / "cluster"
+    d.mkdir()
+    write_yaml(d / "c.yaml", namespace("default"), service("a"))
+    r = Rig(d).start(monkeypatch)
+    assert names(r.store) == ["default/a"]
+    (d / "c.yaml").unlink()
+    d.rmdir()  # the directory is gone (an unmounted volume, a wrong deploy)
+    r.tick()
+    assert names(r.store) == ["default/a"]
+    errors = [t for t in r.logged() if "matches no file any more; keeping its last good contents" in t]
+    assert len(errors) == 1
+    r.tick()
+    assert len([t for t in r.logged() if "matches no file any more" in t]) == 1  # said once
+    d.mkdir()
+    write_yaml(d / "c.yaml", namespace("default"), service("b"))
+    r.tick()
+    assert names(r.store) == ["default/b"]

@@ -87,5 +87,8 @@ def selected(opts: KubernetesOptions, kind: Kind, obj: Mapping[str, Any]) -> boo
         return False
     if kind.fields and (obj.get("status") or {}).get("phase") in ENDED_PHASES:
         return False
+    labels = meta.get("labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise objects.ObjectError("metadata.labels must map names to strings")
     selector = kind.selector(opts) if kind.selector else None
-    return not selector or selector.matches(meta.get("labels") or {})
+    return not selector or selector.matches(labels)

@@ -7,6 +7,7 @@ error names the file and line.  Pure: nothing here touches the network.
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -142,6 +143,13 @@ def _manifests(c: Directive, zones: tuple[str, ...]) -> dict:
     return {"manifests": tuple(a if os.path.isabs(a) else os.path.join(base, a) for a in arg_count(c, 1))}
 
 
+def _check_manifests(c: Directive, paths: tuple[str, ...]) -> None:
+    for arg, path in zip(c.args, paths, strict=True):
+        # A typo would otherwise give an empty cluster: NXDOMAIN for the whole zone.
+        if not (glob.glob(path) if glob.has_magic(path) else os.path.exists(path)):
+            raise c.error(f"{arg} matches no file or directory")
+
+
 def _labels(c: Directive, zones: tuple[str, ...]) -> dict:
     return {c.name: _selector(c)}
 
@@ -202,4 +210,7 @@ def parse_options(d: Directive, block_zones: tuple[str, ...]) -> KubernetesOptio
         raise d.error("namespaces and namespace_labels cannot both be set")
     if o.get("zonal") and o.get("noendpoints"):
         raise d.error("zonal cannot be used with noendpoints: zone names need endpoints")
+    for c in d.children:
+        if c.name == "manifests":
+            _check_manifests(c, _manifests(c, zones)["manifests"])
     return KubernetesOptions(**o)

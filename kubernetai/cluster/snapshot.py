@@ -110,7 +110,35 @@ def read_documents(path: str) -> list[dict]:
         where = f"{mark.line + 1}:{mark.column + 1}: " if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e)
         raise ManifestError(f"{path}:{where}{problem}") from None
+    for doc in docs:
+        if _shares_nodes(doc):
+            raise ManifestError(f"{path}: YAML aliases (*name) are not accepted in manifests")
     return [obj for doc in docs for obj in _flatten(doc)]
+
+
+def _shares_nodes(doc: Any) -> bool:
+    """Whether any mapping or list is reached twice: a YAML alias.
+
+    PyYAML builds an alias as a second reference to one object, so a small
+    "billion laughs" file loads cheaply but expands exponentially when
+    walked.  This walk visits each object once, so it costs what the file does.
+    """
+    seen: set[int] = set()
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        children: Iterable[Any]
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if id(node) in seen:
+            return True
+        seen.add(id(node))
+        stack.extend(children)
+    return False
 
 
 @attrs.define(eq=False)
@@ -128,6 +156,7 @@ class ManifestSource(Service):
     _files: dict[str, tuple[tuple, list[tuple[str, Any]]]] = attrs.Factory(dict)
     _errors: dict[str, str] = attrs.Factory(dict)
     _unknown: set[str] = attrs.Factory(set)
+    _matched: dict[str, list[str]] = attrs.Factory(dict)  # pattern → the files it last matched
     _poll: Any = None
     _notifier: Any = None
     _pending: Any = None
@@ -191,7 +220,25 @@ class ManifestSource(Service):
     # ------------------------------------------------------------ reading
     def reload(self) -> None:
         """Re-read changed files and apply the differences to the store."""
-        paths = expand(self.patterns)
+        paths: list[str] = []
+        for pattern in self.patterns:
+            matched = expand([pattern])
+            if matched:
+                self._matched[pattern] = matched
+                if self._errors.pop(pattern, None):
+                    log.info("{cluster}: {path} matches again", cluster=self.cluster, path=pattern)
+            elif self._matched.get(pattern):
+                # It matched before: a directory gone or a mount lost is an error, not an empty cluster.
+                matched = self._matched[pattern]
+                if pattern not in self._errors:
+                    log.error(
+                        "{cluster}: {path} matches no file any more; keeping its last good contents",
+                        cluster=self.cluster,
+                        path=pattern,
+                    )
+                self._errors[pattern] = "matches no file any more"
+            paths += matched
+        paths = list(dict.fromkeys(paths))
         changed = False
         for gone in set(self._files) - set(paths):
             del self._files[gone]
@@ -241,10 +288,11 @@ class ManifestSource(Service):
                         path=path,
                     )
                 continue
-            if kind not in wanted or not kinds.selected(self.opts, wanted[kind], obj):
+            if kind not in wanted:
                 continue
             try:
-                out.append((kind, kinds.convert(kind, obj)))
+                if kinds.selected(self.opts, wanted[kind], obj):
+                    out.append((kind, kinds.convert(kind, obj)))
             except (ObjectError, TypeError, ValueError, AttributeError) as e:
                 log.warn(
                     "{cluster}: {path}: skipping a malformed {kind}: {error}",
