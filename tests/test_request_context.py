@@ -136,3 +136,28 @@ def test_a_fallthrough_nxdomain_is_not_hidden_by_a_later_resolver_for_other_zone
     r = message(ask(factory_for(first, other, zones=(".",)), "missing.ns.svc.cluster.local"))
     assert r.rcode() == dns.rcode.NXDOMAIN  # not SERVFAIL: nothing after it served the name at all
     assert [rrset.name.to_text() for rrset in r.authority] == ["cluster.local."]
+
+
+def test_what_cannot_be_a_dns_name_is_left_out_on_arrival_and_breaks_nothing_else():
+    """Issue 12, item 9: one bad object used to make a whole SRV answer, AXFR or PTR fail to encode."""
+    import pytest
+
+    from kubernetai.cluster.kinds import convert
+    from kubernetai.cluster.objects import ObjectError
+
+    from .fakeapi import slice_
+
+    with pytest.raises(ObjectError, match="externalName"):
+        convert("Service", service("ext", "ns", type="ExternalName", external_name="x" * 64 + ".example.org"))
+    with pytest.raises(ObjectError, match="is not an IP address"):
+        convert("Service", service("bad", "ns", ip="not-an-ip"))
+    http = [("http", "TCP", 80)]
+    long_host = slice_("head", ["10.1.0.1", "10.1.0.2"], "ns", hostnames=["h" * 70, "ok"], ports=http)
+    head = service("head", "ns", ip=None, ports=http)
+    r = stanza([namespace("ns"), head, long_host])
+    f = factory_for(r)
+    srv = message(ask(f, "_http._tcp.head.ns.svc.cluster.local", "SRV"))
+    assert srv.rcode() == dns.rcode.NOERROR
+    targets = sorted(rr.target.to_text() for rrset in srv.answer for rr in rrset)
+    assert targets == ["10-1-0-1.head.ns.svc.cluster.local.", "ok.head.ns.svc.cluster.local."]
+    assert r.transfer("cluster.local.") is not None

@@ -8,6 +8,7 @@ repeat across objects (namespaces, port names, protocols) are interned.
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -125,7 +126,38 @@ def _meta(obj: Mapping[str, Any]) -> tuple[str, str, Mapping[str, Any]]:
     name = meta.get("name")
     if not name:
         raise ObjectError("object without metadata.name")
-    return _intern(meta.get("namespace") or ""), name, meta
+    namespace = meta.get("namespace") or ""
+    for label in (name, namespace) if namespace else (name,):
+        if not _is_label(label):
+            raise ObjectError(f"{label!r} cannot be a DNS label")
+    return _intern(namespace), name, meta
+
+
+# What cannot be a DNS name is left out when objects arrive, so that one bad
+# object never makes the answers, transfers or PTRs of others fail to encode.
+
+
+def _is_label(text: Any) -> bool:
+    return isinstance(text, str) and 0 < len(text) <= 63 and "." not in text
+
+
+def _is_domain(text: Any) -> bool:
+    if not isinstance(text, str):
+        return False
+    name = text.rstrip(".")
+    return 0 < len(name) <= 253 and all(0 < len(label) <= 63 for label in name.split("."))
+
+
+def _is_ip(text: Any) -> bool:
+    if not isinstance(text, str):
+        return False
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, text)
+            return True
+        except OSError:
+            pass
+    return False
 
 
 def _ports(items: Any) -> tuple[Port, ...]:
@@ -143,14 +175,13 @@ def service(obj: Mapping[str, Any]) -> Service:
     spec = obj.get("spec") or {}
     svc_type = _intern(spec.get("type") or "ClusterIP")
     ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
-    return Service(
-        ns,
-        name,
-        svc_type,
-        tuple(ips),
-        _ports(spec.get("ports")),
-        (spec.get("externalName") or "") if svc_type == "ExternalName" else "",
-    )
+    for ip in ips:
+        if ip != "None" and not _is_ip(ip):
+            raise ObjectError(f"clusterIP {ip!r} is not an IP address")
+    external = (spec.get("externalName") or "") if svc_type == "ExternalName" else ""
+    if external and not _is_domain(external):
+        raise ObjectError(f"externalName {external[:80]!r} cannot be a DNS name")
+    return Service(ns, name, svc_type, tuple(ips), _ports(spec.get("ports")), external)
 
 
 def endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
@@ -162,10 +193,11 @@ def endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
     for ep in obj.get("endpoints") or ():
         conditions = ep.get("conditions") or {}
         ref = ep.get("targetRef") or {}
+        hostname = ep.get("hostname") or ""
         endpoints.append(
             Endpoint(
-                tuple(ep.get("addresses") or ()),
-                ep.get("hostname") or "",
+                tuple(a for a in ep.get("addresses") or () if _is_ip(a)),
+                hostname if _is_label(hostname) else "",  # not a label: named by its address instead
                 # Kubernetes: a nil ready condition means ready.
                 conditions.get("ready") is not False,
                 ref.get("name", "") if ref.get("kind") == "Pod" else "",
@@ -203,6 +235,7 @@ def namespace(obj: Mapping[str, Any]) -> Namespace:
 def service_import(obj: Mapping[str, Any]) -> ServiceImport:
     ns, name, _ = _meta(obj)
     spec = obj.get("spec") or {}
-    return ServiceImport(
-        ns, name, _intern(spec.get("type") or "ClusterSetIP"), tuple(spec.get("ips") or ()), _ports(spec.get("ports"))
-    )
+    ips = tuple(spec.get("ips") or ())
+    if not all(_is_ip(ip) for ip in ips):
+        raise ObjectError(f"ServiceImport ips {list(ips)[:4]!r}: not all IP addresses")
+    return ServiceImport(ns, name, _intern(spec.get("type") or "ClusterSetIP"), ips, _ports(spec.get("ports")))
