@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import attrs
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime, IResolver, ITCPTransport
+from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime, IResolver, ITCPTransport
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.names import dns
@@ -25,6 +25,7 @@ from twisted.names.server import DNSServerFactory
 from twisted.protocols.basic import Int16StringReceiver
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from kubernetai import outcome, wire
 from kubernetai.request import QueryEvent, RequestInfo, Trace, request_info
@@ -381,8 +382,15 @@ class DNSDatagramServerProtocol(DatagramProtocol):
             self.transport.write(out, addr)
 
 
+@implementer(IPushProducer)
 class DNSStreamServerProtocol(Int16StringReceiver, TimeoutMixin):
-    """TCP: length-prefixed messages, pipelined, with an idle timeout."""
+    """TCP: length-prefixed messages, pipelined, with an idle timeout.
+
+    The protocol is its transport's producer: once answers not yet read by
+    the client pass the transport's buffer size (64 KiB), it stops reading
+    queries until they drain, so a client that pipelines and never reads
+    costs a bounded buffer, and is cut off (aborted) at the idle timeout.
+    """
 
     MAX_LENGTH = 65535
 
@@ -408,6 +416,8 @@ class DNSStreamServerProtocol(Int16StringReceiver, TimeoutMixin):
             self.tcp.abortConnection()
             return
         self.factory.connectionMade(self)
+        # pauseProducing / resumeProducing are Int16StringReceiver's own; a TCP transport is an IConsumer.
+        cast(IConsumer, self.transport).registerProducer(self, True)
         if self.factory.clock is not None:
             self.callLater = self.factory.clock.callLater  # type: ignore[method-assign]
         self.setTimeout(self.factory.tcp_idle_timeout)
@@ -439,6 +449,9 @@ class DNSStreamServerProtocol(Int16StringReceiver, TimeoutMixin):
         self.tcp.loseConnection()
 
     def timeoutConnection(self) -> None:
+        if self.paused:  # answers the client will not read: closing would wait for them forever
+            self.tcp.abortConnection()
+            return
         if self.pending:
             self.setTimeout(self.factory.tcp_idle_timeout)
             return

@@ -10,6 +10,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
+import pytest_twisted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, task
@@ -398,3 +399,55 @@ def test_any_packet_is_answered_or_dropped_never_raises(packet, proto):
         reply = dns.message.from_wire(out, ignore_trailing=True, question_only=True)
         assert reply.flags & dns.flags.QR
         assert reply.id == struct.unpack("!H", packet[:2])[0]
+
+
+@pytest.mark.e2e
+@pytest_twisted.inlineCallbacks
+def test_a_tcp_client_that_never_reads_costs_a_bounded_buffer_and_is_cut_off():
+    """Issue 12, item 6: 30,000 pipelined queries, never read (was 168 MB, never closed)."""
+    import socket
+    import time
+
+    from twisted.internet import reactor
+
+    from kubernetai.listen import listen_udp_tcp
+
+    def pause(seconds: float = 0.0):
+        return task.deferLater(reactor, seconds, lambda: None)
+
+    factory = KubeDNSServerFactory(
+        blocks=[Block((ZONE,), chain([TableResolver(ZONE, RECORDS)]), label=ZONE)], tcp_idle_timeout=1.0
+    )
+    ports = listen_udp_tcp(reactor, 0, factory.datagram_protocol, factory, "127.0.0.1")
+    query = dns.message.make_query("big.example.test", "A").to_wire()  # ~3 kB answers
+    framed = struct.pack("!H", len(query)) + query
+    s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", ports.port))
+        s.setblocking(False)
+        sent, deadline = 0, time.monotonic() + 10
+        while sent < 30_000 and time.monotonic() < deadline:
+            try:
+                s.send(framed)
+                sent += 1
+            except BlockingIOError:  # the server stopped reading: what it has not read waits in the kernel
+                yield pause(0.01)
+                if time.monotonic() > deadline - 8:
+                    break
+            else:
+                if sent % 100 == 0:
+                    yield pause()
+        yield pause(0.2)
+        (conn,) = factory.connections
+        transport = conn.transport
+        buffered = len(transport.dataBuffer) + sum(len(b) for b in transport._tempDataBuffer)
+        assert conn.paused and buffered < 2 * 2**20  # it stopped reading, with ~1 MB at most waiting
+        for _ in range(40):  # the idle timeout (1 s) aborts it: a bounded wait
+            yield pause(0.1)
+            if not factory.connections:
+                break
+        assert not factory.connections
+    finally:
+        s.close()
+        yield ports.stopListening()
