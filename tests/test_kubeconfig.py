@@ -20,6 +20,7 @@ from kubernetai.cluster import kubeconfig
 from kubernetai.cluster.kubeconfig import ConfigError, ExecAuth, TokenFileAuth, connection_for
 from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.stanza import KubernetesCluster
+from kubernetai.cluster.watch import Watcher
 
 from .certs import CA, server_context
 from .fakeapi import FakeCluster, listen, namespace, service
@@ -254,6 +255,8 @@ def test_certificate_without_the_ip_is_refused(tmp_path, pki, api):
         opts(endpoint=f"https://127.0.0.1:{port}", tls=("", "", str(ca)), startup_timeout=1.5)
     )
     assert not ok and cluster.requests == []
+    states = {w.state for w in stanza if isinstance(w, Watcher)}
+    assert all(s.startswith("TLS with the API server failed:") for s in states), states  # not "connection lost"
 
 
 @pytest.mark.e2e
@@ -263,10 +266,12 @@ def test_unknown_ca_is_refused(tmp_path, pki, api):
     port = start(require_client=False)
     other = tmp_path / "other-ca.crt"
     other.write_bytes(CA("someone-else").pem)
-    ok, _ = yield synced_stanza(
+    ok, stanza = yield synced_stanza(
         opts(endpoint=f"https://127.0.0.1:{port}", tls=("", "", str(other)), startup_timeout=1.5)
     )
     assert not ok and cluster.requests == []
+    states = {w.state for w in stanza if isinstance(w, Watcher)}
+    assert all("TLS with the API server failed: certificate verify failed" in s for s in states), states
 
 
 @pytest.mark.e2e
@@ -309,7 +314,7 @@ def test_in_cluster(tmp_path, monkeypatch):
     sa = tmp_path / "sa"
     sa.mkdir()
     (sa / "token").write_text("tok")
-    (sa / "ca.crt").write_text("ca")
+    (sa / "ca.crt").write_bytes(CA().pem)  # a real PEM: the file is checked at start
     monkeypatch.setattr(kubeconfig, "SERVICEACCOUNT_DIR", str(sa))
     conn = connection_for(opts(), reactor, {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"})
     assert conn.base_url == "https://10.96.0.1:443" and conn.name == "in-cluster"
@@ -339,3 +344,29 @@ def test_tls_policy_rereads_rotated_files(tmp_path, pki):
     ca.write_bytes(CA("rotated-ca").pem + pki["ca"].pem)
     policy.creatorForNetloc(b"127.0.0.1", 6443)
     assert all(policy._cache[p][0] != first[p] for p in first)  # every file re-read
+
+
+def test_tls_files_that_are_empty_or_not_pem_fail_the_check_naming_the_file(tmp_path, pki):
+    """Issue 12, item 15."""
+    from kubernetai.build import load_text
+    from kubernetai.corefile import CorefileError
+
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(pki["ca"].pem)
+    cert, key = pki["ca"].issue("client", client=True).write(tmp_path, "client")
+    empty = tmp_path / "empty.crt"
+    empty.write_text("")
+    junk = tmp_path / "junk.key"
+    junk.write_text("not a key\n")
+    for files, wanted in (
+        ((empty, key, ca), f"{empty}: is empty"),
+        ((cert, junk, ca), f"{junk}: holds no PEM key"),
+        ((cert, key, key), f"{key}: holds no PEM certificate"),
+        ((cert, key, tmp_path / "missing.crt"), "missing.crt: does not exist"),
+    ):
+        text = f". {{\n kubernetai cluster.local {{\n  endpoint https://127.0.0.1:6443\n  tls {' '.join(map(str, files))}\n }}\n}}"
+        with pytest.raises(CorefileError) as e:
+            load_text(text, 53, reactor)
+        assert wanted in str(e.value)
+    ok = f". {{\n kubernetai cluster.local {{\n  endpoint https://127.0.0.1:6443\n  tls {cert} {key} {ca}\n }}\n}}"
+    load_text(ok, 53, reactor)

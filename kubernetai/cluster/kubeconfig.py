@@ -391,7 +391,27 @@ def connection_for(opts: KubernetesOptions, reactor: Any, environ: Mapping[str, 
     else:
         conn = _in_cluster(reactor, env)
     if conn.tls:
-        for path in (conn.tls.ca_file, conn.tls.cert_file, conn.tls.key_file):
-            if path and not os.path.exists(path):
-                raise ConfigError(f"{conn.name}: {path} does not exist")
+        files = ((conn.tls.ca_file, "certificate"), (conn.tls.cert_file, "certificate"), (conn.tls.key_file, "key"))
+        for path, what in files:
+            if path:
+                problem = pem_problem(path, what)
+                if problem:
+                    raise ConfigError(f"{conn.name}: {path}: {problem}")
     return conn
+
+
+def pem_problem(path: str, what: str) -> str:
+    """Why a TLS file cannot serve (missing, empty, not PEM), or '': said at --check, not at run time."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 * 2**20 + 1)
+    except OSError as e:
+        return "does not exist" if isinstance(e, FileNotFoundError) else f"cannot read: {e.strerror}"
+    if not data.strip():
+        return "is empty"
+    if len(data) > 2**20:
+        return "is larger than 1 MiB"
+    marker = b"PRIVATE KEY-----" if what == "key" else b"-----BEGIN CERTIFICATE-----"
+    if marker not in data:
+        return f"holds no PEM {what}"
+    return ""

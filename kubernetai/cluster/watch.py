@@ -421,6 +421,20 @@ def _forbidden(e: ApiError, spec: ResourceSpec) -> str:
     )
 
 
+def _tls_reason(reasons: list) -> str:
+    """Why a TLS handshake failed (unknown CA, a certificate for another name or IP), or ''."""
+    from OpenSSL import SSL
+
+    for reason in reasons:
+        value = getattr(reason, "value", reason)
+        if isinstance(value, SSL.Error):
+            details = [part for err in value.args[0] or () for part in err if isinstance(part, str)]
+            return details[-1] if details else "handshake failed"
+        if type(value).__name__ == "VerificationError":  # service_identity: the name or IP does not match
+            return f"the certificate is not for this address ({value})"
+    return ""
+
+
 def _describe(e: BaseException) -> str:
     from twisted.internet.error import ConnectError, ConnectionRefusedError
     from twisted.web._newclient import ResponseFailed, ResponseNeverReceived
@@ -432,6 +446,9 @@ def _describe(e: BaseException) -> str:
     if isinstance(e, ConnectError):
         return f"cannot connect: {e}"
     if isinstance(e, (ResponseFailed, ResponseNeverReceived)):
+        tls = _tls_reason(e.reasons)
+        if tls:
+            return f"TLS with the API server failed: {tls}"
         return "connection to the API server lost"
     if isinstance(e, defer.TimeoutError):
         return str(e)
