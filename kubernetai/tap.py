@@ -8,6 +8,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
+from kubernetai import wire
 from kubernetai.build import KubernetaiService, load
 from kubernetai.corefile import CorefileError
 
@@ -46,4 +47,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         print(plan.describe())
         print("Corefile OK")
         raise SystemExit(0)
+    broken = wire.self_test()  # also loads what encoding needs, before twistd drops privileges (--uid)
+    if broken:
+        print(f"kubernetai: cannot encode answers: {broken}", file=sys.stderr)
+        raise SystemExit(1)
     return KubernetaiService(plan, reactor, exit_on_listen_error=True)

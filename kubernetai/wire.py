@@ -259,3 +259,29 @@ def encode_response(
         counts[2] + (1 if edns else 0),
     )
     return header + body.getvalue() + opt, truncated
+
+
+def self_test() -> str:
+    """Encode an answer of every record kind we build; '' if it works, else why not.
+
+    Run before twistd drops privileges, so that what encoding imports lazily
+    (the idna codec for names given as text, among others) is loaded while the
+    code is still readable; and by /health, which fails if answering is broken.
+    """
+    try:
+        name = "self-test.kubernetai.invalid"
+        records = [
+            dns.RRHeader(name, dns.A, dns.IN, 5, dns.Record_A("192.0.2.1", 5)),
+            dns.RRHeader(name, dns.AAAA, dns.IN, 5, dns.Record_AAAA("2001:db8::1", 5)),
+            dns.RRHeader(name, dns.SRV, dns.IN, 5, dns.Record_SRV(0, 100, 80, "target." + name, 5)),
+            dns.RRHeader(name, dns.PTR, dns.IN, 5, dns.Record_PTR("ptr." + name, 5)),
+            dns.RRHeader(name, dns.CNAME, dns.IN, 5, dns.Record_CNAME("cname." + name, 5)),
+            dns.RRHeader(name, dns.TXT, dns.IN, 5, dns.Record_TXT(b"1.1.0", ttl=5)),
+        ]
+        out, _ = encode_response(id=1, question=dns.Query(name.encode(), dns.A, dns.IN), answers=records, edns=True)
+        message = dns.Message()
+        message.fromStr(out)
+        "self-test.example".encode("idna").decode("idna")
+    except Exception as e:  # anything at all: answering would fail the same way
+        return f"{type(e).__name__}: {e}"
+    return ""

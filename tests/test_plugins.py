@@ -261,3 +261,20 @@ def test_health_ready_status_and_lameduck():
     assert out.rcode() == dns.rcode.NXDOMAIN  # still answering (an empty synced cluster) during lameduck
     yield stopping
     assert svc.addresses() and not svc.ports
+
+
+def test_health_fails_when_answers_cannot_be_encoded(monkeypatch):
+    """Issue 12, item 20: /health said 200 while every positive answer was SERVFAIL."""
+    from twisted.names import dns as tdns
+
+    from kubernetai import wire
+    from kubernetai.plugins.health import Health
+
+    assert wire.self_test() == "" and Health().page()[0] == 200
+
+    def broken(self, strio, compDict=None):
+        raise LookupError("unknown encoding: idna")
+
+    monkeypatch.setattr(tdns.Record_A, "encode", broken)
+    code, _, body = Health().page()
+    assert code == 503 and b"cannot encode answers: LookupError: unknown encoding: idna" in body

@@ -11,6 +11,7 @@ import attrs
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 
+from kubernetai import wire
 from kubernetai.corefile import Directive
 from kubernetai.plugin import SetupContext
 from kubernetai.plugins.http import Page, mount
@@ -27,6 +28,9 @@ class Health:
     def page(self) -> tuple[int, str, bytes]:
         if self.stopping:
             return 503, "text/plain", b"lameduck"
+        broken = wire.self_test()  # healthy means able to answer, not just running
+        if broken:
+            return 503, "text/plain", f"cannot encode answers: {broken}".encode()
         return 200, "text/plain", b"OK"
 
     def start_lameduck(self, clock: IReactorTime) -> defer.Deferred:
