@@ -12,7 +12,7 @@ import dns.query
 import pytest
 import pytest_twisted
 import yaml
-from twisted.internet import reactor, task, threads
+from twisted.internet import defer, reactor, task, threads
 from twisted.logger import Logger, formatEvent
 
 from kubernetai.build import KubernetaiService, load_text
@@ -39,7 +39,15 @@ class Rig:
         self.store = ClusterStore(clock=self.clock.seconds)
         self.opts = KubernetesOptions(zones=("cluster.local.",), manifests=(str(tmp_path),), **opts)
         self.events = []
-        self.source = ManifestSource((str(tmp_path),), self.opts, self.store, self.clock, cluster="test")
+        self.parsed = []  # what the worker was given, each time
+
+        def parse_in(f, paths, *args):  # the worker thread, run at once: deterministic
+            self.parsed.append(list(paths))
+            return defer.maybeDeferred(f, paths, *args)
+
+        self.source = ManifestSource(
+            (str(tmp_path),), self.opts, self.store, self.clock, cluster="test", parse_in=parse_in
+        )
 
     def start(self, monkeypatch):
         monkeypatch.setattr(snapshot, "log", Logger(observer=self.events.append))
@@ -262,3 +270,31 @@ def test_a_path_that_matched_and_now_matches_nothing_keeps_the_last_good_content
     write_yaml(d / "c.yaml", namespace("default"), service("b"))
     r.tick()
     assert names(r.store) == ["default/b"]
+
+
+def test_files_are_parsed_off_the_reactor_and_a_touch_parses_nothing(tmp_path, monkeypatch):
+    """Issue 12, item 11: a 100 MB file stopped DNS for ~30 s, again on a mere touch."""
+    import os
+
+    f = tmp_path / "c.yaml"
+    write_yaml(f, namespace("default"), service("a"))
+    r = Rig(tmp_path).start(monkeypatch)
+    assert r.parsed == [[str(f)]] and names(r.store) == ["default/a"]
+    generation = r.store.generation
+    os.utime(f, ns=(1, 1))  # a touch: new mtime, same bytes
+    r.tick()
+    assert r.store.generation == generation  # read again (in the worker), not re-applied
+    write_yaml(f, namespace("default"), service("b"))
+    r.tick()
+    assert names(r.store) == ["default/b"]
+
+
+def test_a_file_over_the_size_limit_is_an_error_that_keeps_the_last_good_contents(tmp_path, monkeypatch):
+    f = tmp_path / "c.yaml"
+    write_yaml(f, namespace("default"), service("a"))
+    r = Rig(tmp_path).start(monkeypatch)
+    monkeypatch.setattr(snapshot, "MAX_MANIFEST", 100)
+    write_yaml(f, namespace("default"), service("a"), service("b"), service("c"))
+    r.tick()
+    assert names(r.store) == ["default/a"]
+    assert any("larger than" in t and "keeping its last good contents" in t for t in r.logged())

@@ -13,15 +13,16 @@ and its last good contents keep serving.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
 import yaml
 from twisted.application.service import Service
-from twisted.internet import task
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.python import filepath
 
@@ -94,9 +95,18 @@ def _flatten(doc: Any) -> Iterable[dict]:
 def read_documents(path: str) -> list[dict]:
     """Every object in one file; ManifestError with file:line:column otherwise."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read: {e}") from None
+    return parse_documents(path, data)
+
+
+def parse_documents(path: str, data: bytes) -> list[dict]:
+    """Every object in a file's bytes; ManifestError with file:line:column otherwise."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
         raise ManifestError(f"{path}: cannot read: {e}") from None
     try:
         if path.endswith(".json"):
@@ -141,6 +151,71 @@ def _shares_nodes(doc: Any) -> bool:
     return False
 
 
+MAX_MANIFEST = 64 * 2**20  # bytes per file: a List of 10,000 Services and their slices is ~20 MB
+
+
+@attrs.frozen
+class FileRead:
+    """What the worker made of one file; ``objects`` None when its bytes did not change."""
+
+    objects: list[tuple[str, Any]] | None = None
+    digest: bytes = b""
+    error: str = ""
+    unknown: frozenset[str] = frozenset()
+    warnings: tuple[str, ...] = ()
+
+
+def _read_files(
+    paths: list[str], digests: dict[str, bytes | None], opts: KubernetesOptions, wanted: dict[str, kinds.Kind]
+) -> dict[str, FileRead]:
+    """In a worker thread: read, parse and shrink each file; touches no shared state."""
+    out = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_MANIFEST + 1)
+        except OSError as e:
+            out[path] = FileRead(error=f"{path}: cannot read: {e.strerror}")
+            continue
+        if len(data) > MAX_MANIFEST:
+            out[path] = FileRead(error=f"{path}: larger than {MAX_MANIFEST // 2**20} MiB")
+            continue
+        digest = hashlib.sha256(data).digest()
+        if digest == digests.get(path):
+            out[path] = FileRead(digest=digest)
+            continue
+        try:
+            docs = parse_documents(path, data)
+        except ManifestError as e:
+            out[path] = FileRead(error=str(e))
+            continue
+        objects, unknown, warnings = _shrink(docs, opts, wanted)
+        out[path] = FileRead(objects, digest, "", frozenset(unknown), tuple(warnings))
+    return out
+
+
+def _shrink(
+    docs: list[dict], opts: KubernetesOptions, wanted: dict[str, kinds.Kind]
+) -> tuple[list[tuple[str, Any]], set[str], list[str]]:
+    """Filter and shrink a file's objects as soon as they are read."""
+    out: list[tuple[str, Any]] = []
+    unknown: set[str] = set()
+    warnings: list[str] = []
+    for obj in docs:
+        kind = obj.get("kind") or ""
+        if kind not in kinds.KINDS:
+            unknown.add(kind)
+            continue
+        if kind not in wanted:
+            continue
+        try:
+            if kinds.selected(opts, wanted[kind], obj):
+                out.append((kind, kinds.convert(kind, obj)))
+        except (ObjectError, TypeError, ValueError, AttributeError) as e:
+            warnings.append(f"skipping a malformed {kind}: {e}")
+    return out, unknown, warnings
+
+
 @attrs.define(eq=False)
 class ManifestSource(Service):
     """Feeds one stanza's store from manifest files, and keeps it current."""
@@ -157,6 +232,11 @@ class ManifestSource(Service):
     _errors: dict[str, str] = attrs.Factory(dict)
     _unknown: set[str] = attrs.Factory(set)
     _matched: dict[str, list[str]] = attrs.Factory(dict)  # pattern → the files it last matched
+    # Reads and parses files off the reactor: (function, *args) → Deferred of its result.
+    parse_in: Callable[..., defer.Deferred] = threads.deferToThread
+    _digests: dict[str, bytes] = attrs.Factory(dict)  # path → hash of the bytes last parsed
+    _reading: defer.Deferred | None = None
+    _again: bool = False
     _poll: Any = None
     _notifier: Any = None
     _pending: Any = None
@@ -219,7 +299,44 @@ class ManifestSource(Service):
 
     # ------------------------------------------------------------ reading
     def reload(self) -> None:
-        """Re-read changed files and apply the differences to the store."""
+        """Re-read changed files and apply the differences to the store.
+
+        Reading and parsing run in a worker thread (``parse_in``): a large
+        file must not stop the answers.  The result is applied on the
+        reactor.  A reload asked for while one runs runs once after it.
+        """
+        if self._reading is not None:
+            self._again = True
+            return
+        paths = self._paths()
+        changed = False
+        for gone in set(self._files) - set(paths):
+            del self._files[gone]
+            self._errors.pop(gone, None)
+            self._digests.pop(gone, None)
+            changed = True
+        todo: list[tuple[str, tuple, Any]] = []
+        for path in paths:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            old = self._files.get(path)
+            if old is None or old[0] != stamp:
+                todo.append((path, stamp, old))
+        if not todo:
+            self._done(changed)
+            return
+        wanted = {k.name: k for k in kinds.needed(self.opts)}
+        digests = {path: self._digests.get(path) for path, _, _ in todo}
+        reading = self.parse_in(_read_files, [p for p, _, _ in todo], digests, self.opts, wanted)
+        self._reading = reading
+        reading.addCallback(self._read, todo, changed)
+        reading.addErrback(lambda f: log.failure("{cluster}: reading manifests failed", f, cluster=self.cluster))
+        reading.addBoth(self._finished)
+
+    def _paths(self) -> list[str]:
         paths: list[str] = []
         for pattern in self.patterns:
             matched = expand([pattern])
@@ -238,27 +355,26 @@ class ManifestSource(Service):
                     )
                 self._errors[pattern] = "matches no file any more"
             paths += matched
-        paths = list(dict.fromkeys(paths))
-        changed = False
-        for gone in set(self._files) - set(paths):
-            del self._files[gone]
-            self._errors.pop(gone, None)
-            changed = True
-        for path in paths:
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-            old = self._files.get(path)
-            if old is not None and old[0] == stamp:
-                continue
-            try:
-                objects = self._convert(path, read_documents(path))
-            except ManifestError as e:
-                if self._errors.get(path) != str(e):
-                    log.error("{cluster}: {error}; keeping its last good contents", cluster=self.cluster, error=e)
-                self._errors[path] = str(e)
+        return list(dict.fromkeys(paths))
+
+    def _read(self, results: dict[str, FileRead], todo: list[tuple[str, tuple, Any]], changed: bool) -> None:
+        """On the reactor: apply what the worker read."""
+        for path, stamp, old in todo:
+            r = results[path]
+            for kind in sorted(r.unknown - self._unknown):
+                self._unknown.add(kind)
+                log.info(
+                    "{cluster}: ignoring objects of kind {kind!r} (first seen in {path})",
+                    cluster=self.cluster,
+                    kind=kind or "(none)",
+                    path=path,
+                )
+            for warning in r.warnings:
+                log.warn("{cluster}: {path}: {warning}", cluster=self.cluster, path=path, warning=warning)
+            if r.error:
+                if self._errors.get(path) != r.error:
+                    log.error("{cluster}: {error}; keeping its last good contents", cluster=self.cluster, error=r.error)
+                self._errors[path] = r.error
                 # Remember the stamp so a broken file is not re-read every poll,
                 # but keep serving what it held before.
                 self._files[path] = (stamp, old[1] if old else [])
@@ -266,42 +382,24 @@ class ManifestSource(Service):
             if path in self._errors:
                 log.info("{cluster}: {path} reads again", cluster=self.cluster, path=path)
                 del self._errors[path]
-            self._files[path] = (stamp, objects)
+            if r.objects is None:  # the same bytes as before (a touch): nothing to parse or apply
+                self._files[path] = (stamp, old[1] if old else [])
+                continue
+            self._files[path] = (stamp, r.objects)
+            self._digests[path] = r.digest
             changed = True
+        self._done(changed)
+
+    def _finished(self, result: Any) -> None:
+        self._reading = None
+        if self._again and self.running:
+            self._again = False
+            self.reload()
+
+    def _done(self, changed: bool) -> None:
         if changed or not self.store.synced:
             self._apply()
             _release_memory()
-
-    def _convert(self, path: str, docs: list[dict]) -> list[tuple[str, Any]]:
-        """Filter and shrink a file's objects as soon as they are read."""
-        out: list[tuple[str, Any]] = []
-        wanted = {k.name: k for k in kinds.needed(self.opts)}
-        for obj in docs:
-            kind = obj.get("kind") or ""
-            if kind not in kinds.KINDS:
-                if kind not in self._unknown:
-                    self._unknown.add(kind)
-                    log.info(
-                        "{cluster}: ignoring objects of kind {kind!r} (first seen in {path})",
-                        cluster=self.cluster,
-                        kind=kind or "(none)",
-                        path=path,
-                    )
-                continue
-            if kind not in wanted:
-                continue
-            try:
-                if kinds.selected(self.opts, wanted[kind], obj):
-                    out.append((kind, kinds.convert(kind, obj)))
-            except (ObjectError, TypeError, ValueError, AttributeError) as e:
-                log.warn(
-                    "{cluster}: {path}: skipping a malformed {kind}: {error}",
-                    cluster=self.cluster,
-                    path=path,
-                    kind=kind,
-                    error=e,
-                )
-        return out
 
     def _apply(self) -> None:
         by_kind: dict[str, list] = {k: [] for k in self.kinds()}
