@@ -370,3 +370,30 @@ def test_tls_files_that_are_empty_or_not_pem_fail_the_check_naming_the_file(tmp_
         assert wanted in str(e.value)
     ok = f". {{\n kubernetai cluster.local {{\n  endpoint https://127.0.0.1:6443\n  tls {cert} {key} {ca}\n }}\n}}"
     load_text(ok, 53, reactor)
+
+
+@pytest.mark.e2e
+@pytest_twisted.inlineCallbacks
+def test_a_kubeconfig_fixed_after_a_401_is_read_again_without_a_restart(tmp_path, pki, api):
+    """Issue 12, item 18: an inline token (not a token file) corrected in the kubeconfig."""
+    cluster, start = api
+    cluster.token = "right"
+    port = start(require_client=False)
+    server = f"https://127.0.0.1:{port}"
+    path = kubeconfig_file(tmp_path, server, {"token": "wrong"}, ca_pem=pki["ca"].pem)
+    conn = connection_for(opts(kubeconfig=path, context="ctx", startup_timeout=1.0), reactor)
+    stanza = KubernetesCluster.from_api(opts(kubeconfig=path, context="ctx", startup_timeout=1.0), conn, reactor)
+    stanza.startService()
+    try:
+        ok = yield stanza.wait_synced(reactor)
+        assert not ok
+        states = {w.state for w in stanza if isinstance(w, Watcher)}
+        assert all(s.startswith("unauthorized (HTTP 401)") for s in states), states
+        kubeconfig_file(tmp_path, server, {"token": "right"}, ca_pem=pki["ca"].pem)  # fixed in place
+        for _ in range(100):  # the next retry reads it (backoff: a few seconds at most)
+            if stanza.synced:
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        assert stanza.synced
+    finally:
+        yield stanza.stopService()

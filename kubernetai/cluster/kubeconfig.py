@@ -31,6 +31,7 @@ from twisted.internet.ssl import (
     platformTrust,
     trustRootFromCertificates,
 )
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
@@ -50,6 +51,8 @@ __all__ = [
     "connection_for",
     "SERVICEACCOUNT_DIR",
 ]
+
+log = Logger()
 
 SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_REREAD = 60.0  # seconds: bound service-account tokens rotate hourly
@@ -316,7 +319,50 @@ def _in_cluster(reactor: Any, environ: Mapping[str, str]) -> Connection:
 MAX_KUBECONFIG = 4 * 2**20
 
 
-def _from_kubeconfig(path: str, context: str, reactor: Any) -> Connection:
+@attrs.define
+class KubeconfigAuth:
+    """A kubeconfig user's credentials, read again from the file when it has changed.
+
+    Asked after a 401 (``invalidate``): a token fixed in the kubeconfig itself
+    (not a token file) is then used without a restart.
+    """
+
+    path: str
+    context: str
+    reactor: Any
+    inner: Any
+    stamp: tuple
+
+    def header(self) -> defer.Deferred:
+        return self.inner.header()
+
+    def client_certificate(self) -> tuple[bytes, bytes] | None:
+        return self.inner.client_certificate()
+
+    def invalidate(self) -> None:
+        self.inner.invalidate()
+        stamp = _file_stamp(self.path)
+        if stamp == self.stamp:
+            return
+        self.stamp = stamp
+        try:
+            conn = _from_kubeconfig(self.path, self.context, self.reactor, reloading=False)
+        except ConfigError as e:
+            log.warn("{error}; keeping its previous credentials", error=e)
+            return
+        self.inner = conn.auth
+        log.info("kubeconfig {path} changed: its credentials are read again", path=self.path)
+
+
+def _file_stamp(path: str) -> tuple:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _from_kubeconfig(path: str, context: str, reactor: Any, reloading: bool = True) -> Connection:
     from kubernetes.config.config_exception import ConfigException
     from kubernetes.config.kube_config import KubeConfigLoader, KubeConfigMerger
 
@@ -365,6 +411,8 @@ def _from_kubeconfig(path: str, context: str, reactor: Any) -> Connection:
         auth = StaticAuth(b"Basic " + base64.b64encode(f"{user['username']}:{user['password']}".encode()))
     else:
         auth = NoAuth()
+    if reloading:
+        auth = KubeconfigAuth(path, context, reactor, auth, _file_stamp(path))
     tls = TLSFiles(
         loader.__dict__.get("ssl_ca_cert") or "",
         loader.__dict__.get("cert_file") or "",
