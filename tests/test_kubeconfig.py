@@ -95,7 +95,12 @@ def opts(**kw):
 
 @pytest.mark.e2e
 @pytest_twisted.inlineCallbacks
-def test_kubeconfig_client_certificate_inline_data(tmp_path, pki, api):
+def test_kubeconfig_client_certificate_inline_data(tmp_path, pki, api, monkeypatch):
+    import tempfile
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     cluster, start = api
     port = start(require_client=True)
     user = {
@@ -106,6 +111,9 @@ def test_kubeconfig_client_certificate_inline_data(tmp_path, pki, api):
     ok, stanza = yield synced_stanza(opts(kubeconfig=path, context="ctx"))
     assert ok and stanza.store.service("default", "web") is not None
     assert stanza.connection.name == f"kubeconfig {path} context ctx"
+    # Issue 12, item 17: the inline key stays in memory; nothing is written to a temporary file.
+    assert list(temp.iterdir()) == []
+    assert stanza.connection.tls.key_data == pki["client"].key
 
 
 @pytest.mark.e2e

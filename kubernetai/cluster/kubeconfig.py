@@ -12,6 +12,7 @@ No credential is ever logged: ``describe()`` names files and contexts only.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -240,6 +241,10 @@ class TLSFiles:
     cert_file: str = ""
     key_file: str = ""
     server_name: str = ""
+    # A kubeconfig's inline *-data, kept in memory only (never written to temporary files).
+    ca_data: bytes = b""
+    cert_data: bytes = b""
+    key_data: bytes = b""
 
 
 @implementer(IPolicyForHTTPS)
@@ -266,19 +271,25 @@ class ClusterTLSPolicy:
 
     def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
         f = self.files
-        if f.ca_file:
-            roots = self._load(
-                f.ca_file, lambda b: trustRootFromCertificates([Certificate.loadPEM(c) for c in _split_pem(b)])
-            )
+
+        def trust(pem: bytes) -> Any:
+            return trustRootFromCertificates([Certificate.loadPEM(c) for c in _split_pem(pem)])
+
+        if f.ca_data:
+            if "ca_data" not in self._cache:
+                self._cache["ca_data"] = ((), trust(f.ca_data))
+            roots = self._cache["ca_data"][1]
+        elif f.ca_file:
+            roots = self._load(f.ca_file, trust)
         else:
             roots = platformTrust()
         client = None
         dynamic = self.auth.client_certificate() if self.auth is not None else None
         if dynamic is not None:
             client = PrivateCertificate.loadPEM(dynamic[0] + b"\n" + dynamic[1])
-        elif f.cert_file and f.key_file:
-            cert = self._load(f.cert_file, lambda b: b)
-            key = self._load(f.key_file, lambda b: b)
+        elif (f.cert_data or f.cert_file) and (f.key_data or f.key_file):
+            cert = f.cert_data or self._load(f.cert_file, lambda b: b)
+            key = f.key_data or self._load(f.key_file, lambda b: b)
             client = PrivateCertificate.loadPEM(cert + b"\n" + key)
         name = f.server_name or hostname.decode("ascii")
         return optionsForClientTLS(name, trustRoot=roots, clientCertificate=client)
@@ -378,17 +389,18 @@ def _from_kubeconfig(path: str, context: str, reactor: Any, reloading: bool = Tr
         merged = KubeConfigMerger(path)
         if merged.config is None:
             raise ConfigError(f"kubeconfig {path} holds no configuration")
+        # Not loader._load_cluster_info(): it writes inline keys to temporary files that outlive us.
         loader = KubeConfigLoader(merged.config, active_context=context or None, config_base_path=None)
-        loader._load_cluster_info()  # CA and client cert/key as files (inline data → temp files)
+        cluster: Any = loader._cluster or {}
     except ConfigException as e:
         raise ConfigError(f"{name}: {e}") from None
     except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as e:  # not a kubeconfig at all
         why = " ".join(str(e).split())  # one line
         raise ConfigError(f"{name}: not a readable kubeconfig ({type(e).__name__}: {why})"[:300]) from None
     user: Any = loader._user or {}
-    if loader.__dict__.get("verify_ssl") is False:
+    if cluster.safe_get("insecure-skip-tls-verify"):
         raise ConfigError(f"{name}: insecure-skip-tls-verify is set; kubernetai always verifies the API server")
-    host = loader.__dict__.get("host")
+    host = cluster.safe_get("server")
     if not host:
         raise ConfigError(f"{name}: the cluster has no server")
     base_dir = os.path.dirname(os.path.abspath(path))
@@ -406,18 +418,25 @@ def _from_kubeconfig(path: str, context: str, reactor: Any, reloading: bool = Tr
         info = {"server": host}
         auth = ExecAuth(user["exec"].value if hasattr(user["exec"], "value") else user["exec"], base_dir, reactor, info)
     elif user.safe_get("username") and user.safe_get("password"):
-        import base64
-
         auth = StaticAuth(b"Basic " + base64.b64encode(f"{user['username']}:{user['password']}".encode()))
     else:
         auth = NoAuth()
     if reloading:
         auth = KubeconfigAuth(path, context, reactor, auth, _file_stamp(path))
+
+    def file_or_data(node: Any, key: str) -> tuple[str, bytes]:
+        if node.safe_get(f"{key}-data"):
+            try:
+                return "", base64.b64decode(node[f"{key}-data"])
+            except ValueError:
+                raise ConfigError(f"{name}: {key}-data is not base64") from None
+        return (rel(node[key]) if node.safe_get(key) else ""), b""
+
+    ca_file, ca_data = file_or_data(cluster, "certificate-authority")
+    cert_file, cert_data = file_or_data(user, "client-certificate")
+    key_file, key_data = file_or_data(user, "client-key")
     tls = TLSFiles(
-        loader.__dict__.get("ssl_ca_cert") or "",
-        loader.__dict__.get("cert_file") or "",
-        loader.__dict__.get("key_file") or "",
-        loader.__dict__.get("tls_server_name") or "",
+        ca_file, cert_file, key_file, cluster.safe_get("tls-server-name") or "", ca_data, cert_data, key_data
     )
     return Connection(host.rstrip("/"), auth, tls, name)
 
@@ -445,7 +464,14 @@ def connection_for(opts: KubernetesOptions, reactor: Any, environ: Mapping[str, 
                 problem = pem_problem(path, what)
                 if problem:
                     raise ConfigError(f"{conn.name}: {path}: {problem}")
+        inline = ((conn.tls.ca_data, "certificate"), (conn.tls.cert_data, "certificate"), (conn.tls.key_data, "key"))
+        for data, what in inline:
+            if data and _PEM_MARKERS[what] not in data:
+                raise ConfigError(f"{conn.name}: inline {what} data holds no PEM {what}")
     return conn
+
+
+_PEM_MARKERS = {"key": b"PRIVATE KEY-----", "certificate": b"-----BEGIN CERTIFICATE-----"}
 
 
 def pem_problem(path: str, what: str) -> str:
@@ -459,7 +485,6 @@ def pem_problem(path: str, what: str) -> str:
         return "is empty"
     if len(data) > 2**20:
         return "is larger than 1 MiB"
-    marker = b"PRIVATE KEY-----" if what == "key" else b"-----BEGIN CERTIFICATE-----"
-    if marker not in data:
+    if _PEM_MARKERS[what] not in data:
         return f"holds no PEM {what}"
     return ""
