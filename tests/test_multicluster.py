@@ -433,3 +433,41 @@ def test_axfr_content_and_acl(clusters):
         assert rcode == "SERVFAIL"
     finally:
         yield svc.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_endpoint_failover_and_back_to_the_first(clusters):
+    """Issue 12, item 3: `endpoint A B` uses B while A refuses, and A again once it recovers."""
+    objs = [namespace("default"), service("web", ip="10.96.0.1")]
+    clusters.add("a", objs)
+    clusters.add("b", objs)
+    clusters.stop("a")  # connections to A close at once
+    svc = yield serve(f""".:0 {{
+    bind 127.0.0.1
+    kubernetai cluster.local {{
+        endpoint {clusters.url("a")} {clusters.url("b")}
+        startup_timeout 5s
+    }}
+}}""")
+    try:
+        ((name, status),) = svc.plan.server.status.items()
+        (stanza,) = svc.plan.server.startup
+        stanza.connection.primary_retry = 1.0
+        port = port_of(svc)
+        assert addrs((yield ask(port, "web.default.svc.cluster.local"))) == ["10.96.0.1"]
+        assert status()["endpoint"] == clusters.url("b")
+        clusters.listeners["a"].factory.down = False  # A is back
+        for _ in range(100):  # within ~primary_retry plus a reconnect: bounded wait
+            if status()["endpoint"] == clusters.url("a") and status()["connected"]:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        assert status()["endpoint"] == clusters.url("a") and status()["connected"]
+        clusters.clusters["a"].add(service("new", ip="10.96.0.9"))  # only A has it: answers come from A
+        for _ in range(40):
+            r = yield ask(port, "new.default.svc.cluster.local")
+            if addrs(r) == ["10.96.0.9"]:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        assert addrs(r) == ["10.96.0.9"]
+    finally:
+        yield svc.stopService()

@@ -18,6 +18,8 @@ import attrs
 import treq
 from treq.client import HTTPClient
 from twisted.internet import defer
+from twisted.internet.error import ConnectError
+from twisted.web._newclient import ResponseNeverReceived
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from kubernetai import __version__
@@ -99,8 +101,13 @@ class ApiClient:
         self.inflight = defer.DeferredSemaphore(self.max_inflight) if self.max_inflight > 0 else None
 
     def url(self, path: str, params: Mapping[str, Any] | None = None) -> str:
+        base = self.conn.url_for(self.reactor.seconds())
+        if self.conn.current and params and "timeoutSeconds" in params:
+            # On a fallback endpoint, watches end soon, so the first is tried again.
+            limit = max(1, int(self.conn.primary_retry))
+            params = {**params, "timeoutSeconds": str(min(int(params["timeoutSeconds"]), limit))}
         query = f"?{urlencode(params)}" if params else ""
-        return f"{self.conn.base_url}{path}{query}"
+        return f"{base}{path}{query}"
 
     @defer.inlineCallbacks
     def get(self, path: str, params: Mapping[str, Any] | None = None, stream: bool = False) -> Any:
@@ -114,7 +121,11 @@ class ApiClient:
                 auth = yield self.conn.auth.header()
                 if auth:
                     headers[b"Authorization"] = [auth]
-                resp = yield self.http.get(self.url(path, params), headers=headers, unbuffered=stream)
+                try:
+                    resp = yield self.http.get(self.url(path, params), headers=headers, unbuffered=stream)
+                except (ConnectError, ResponseNeverReceived, defer.CancelledError, defer.TimeoutError):
+                    self.conn.fail_over(self.reactor.seconds())  # refused, unreachable or timed out
+                    raise
                 if resp.code == 200:
                     return resp
                 body = yield _drain(resp)

@@ -297,12 +297,44 @@ class ClusterTLSPolicy:
 
 @attrs.define
 class Connection:
-    """One cluster's API: base URL, credentials, TLS files, and a loggable name."""
+    """One cluster's API: base URL(s), credentials, TLS files, and a loggable name.
+
+    With several endpoints (``endpoint A B C``; CoreDNS uses only the first),
+    a connection that is refused or times out moves to the next one, and after
+    ``primary_retry`` seconds away the first is tried again, so it is used
+    again once it recovers.
+    """
 
     base_url: str
     auth: Any
     tls: TLSFiles | None
     name: str
+    fallbacks: tuple[str, ...] = ()
+    primary_retry: float = 30.0
+    current: int = 0
+    since: float = 0.0  # when we moved away from the first endpoint
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return (self.base_url, *self.fallbacks)
+
+    @property
+    def url_in_use(self) -> str:
+        return self.endpoints[self.current]
+
+    def fail_over(self, now: float) -> None:
+        """The endpoint in use did not answer: use the next one."""
+        if not self.fallbacks:
+            return
+        self.current = (self.current + 1) % len(self.endpoints)
+        self.since = now
+        log.warn("{name}: failing over to {url}", name=self.name, url=self.url_in_use)
+
+    def url_for(self, now: float) -> str:
+        """The endpoint to ask now: back to the first after ``primary_retry`` on another."""
+        if self.current and now - self.since >= self.primary_retry:
+            self.current = 0
+        return self.url_in_use
 
     def policy(self) -> ClusterTLSPolicy:
         return ClusterTLSPolicy(self.tls or TLSFiles(), self.auth)
@@ -454,7 +486,11 @@ def connection_for(opts: KubernetesOptions, reactor: Any, environ: Mapping[str, 
         if opts.tls:
             cert, key, ca = opts.tls
             tls = TLSFiles(ca_file=ca, cert_file=cert, key_file=key)
-        conn = Connection(url, NoAuth(), tls, f"endpoint {url}")
+        fallbacks = tuple(u.rstrip("/") for u in opts.endpoints[1:])
+        for u in fallbacks:
+            if not u.startswith(("http://", "https://")):
+                raise ConfigError(f"endpoint {u!r} must start with http:// or https://")
+        conn = Connection(url, NoAuth(), tls, f"endpoint {url}", fallbacks)
     else:
         conn = _in_cluster(reactor, env)
     if conn.tls:

@@ -32,6 +32,7 @@ class KubernetesOptions:
     file: str = "Corefile"
     line: int = 0
     endpoint: str = ""
+    endpoints: tuple[str, ...] = ()  # every URL given: the first, then failover ones
     tls: tuple[str, str, str] | None = None  # cert, key, ca
     kubeconfig: str = ""
     context: str = ""
@@ -81,12 +82,13 @@ def _selector(d: Directive) -> Selector:
 
 
 def _endpoint(c: Directive, zones: tuple[str, ...]) -> dict:
-    # Several endpoints are deprecated upstream; only the first is used.
-    url = arg_count(c, 1)[0]
-    if "@" in urlsplit(url).netloc:
-        # It would show in /status, /ready and every log line: refuse it, and do not repeat it.
-        raise c.error("credentials in an endpoint URL are not accepted; put them in a kubeconfig (kubeconfig PATH)")
-    return {"endpoint": url}
+    # CoreDNS uses only the first; we fail over to the others (see kubeconfig.Connection).
+    urls = arg_count(c, 1)
+    for url in urls:
+        if "@" in urlsplit(url).netloc:
+            # It would show in /status, /ready and every log line: refuse it, and do not repeat it.
+            raise c.error("credentials in an endpoint URL are not accepted; put them in a kubeconfig (kubeconfig PATH)")
+    return {"endpoint": urls[0], "endpoints": tuple(urls)}
 
 
 def _tls(c: Directive, zones: tuple[str, ...]) -> dict:

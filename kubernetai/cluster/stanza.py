@@ -130,6 +130,7 @@ class KubernetesCluster(KubernetesResolver, MultiService):
             **({"manifests": snapshot[0]} if snapshot else {}),
             "zones": list(self.opts.zones),
             "cluster": self.opts.connection_name(),
+            **({"endpoint": self.connection.url_in_use} if self.connection is not None else {}),
             "synced": self.store.synced,
             "connected": bool(snapshot) or (bool(watchers) and all(w.state == "watching" for w in watchers)),
             "last_sync": self.store.last_sync,
