@@ -156,15 +156,7 @@ def test_server_errors_back_off_doubling_to_a_cap(rig):
     r.cluster.fail(500, count=100)
     r.cluster.end_watches()
     r.flush()
-    delays = []
-    for _ in range(8):
-        before = len(r.cluster.requests)
-        waited = 0.0
-        while len(r.cluster.requests) == before and waited < 60:
-            r.advance(0.25)
-            waited += 0.25
-        delays.append(waited)
-    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert waits_between_requests(r, 8) == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
     assert r.names() == ["a"]
     r.cluster.failures.clear()
     r.advance(30)
