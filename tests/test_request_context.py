@@ -8,6 +8,7 @@ synchronously.
 
 from __future__ import annotations
 
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdataclass
@@ -161,3 +162,26 @@ def test_what_cannot_be_a_dns_name_is_left_out_on_arrival_and_breaks_nothing_els
     targets = sorted(rr.target.to_text() for rrset in srv.answer for rr in rrset)
     assert targets == ["10-1-0-1.head.ns.svc.cluster.local.", "ok.head.ns.svc.cluster.local."]
     assert r.transfer("cluster.local.") is not None
+
+
+def test_a_udp_answer_builds_no_more_records_than_can_fit(monkeypatch):
+    """Issue 12, item 7 (in part): a 58-byte query for a Service with 5,000 endpoints built 5,000 records."""
+    from kubernetai.cluster import records
+
+    from .fakeapi import slice_
+
+    http = [("http", "TCP", 80)]
+    ips = [f"10.1.{i // 250}.{i % 250 + 1}" for i in range(5000)]
+    objs = [namespace("ns"), service("big", "ns", ip=None, ports=http)]
+    objs += [slice_("big", ips[k : k + 100], "ns", name=f"big-{k}", ports=http) for k in range(0, 5000, 100)]
+    f = factory_for(stanza(objs))
+    built = []
+    real_rr = records.rr
+    monkeypatch.setattr(records, "rr", lambda *a: built.append(1) or real_rr(*a))
+    for rdtype in ("A", "SRV"):
+        built.clear()
+        out = result(ask(f, "big.ns.svc.cluster.local", rdtype))
+        r = dns.message.from_wire(out)
+        assert r.flags & dns.flags.TC and len(out) <= 512, rdtype
+        # at most that many per section (SRV: its records and their glue), not 5,000
+        assert len(built) <= 2 * records.max_records(1232), (rdtype, len(built))

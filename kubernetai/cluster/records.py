@@ -24,6 +24,16 @@ __all__ = ["Answer", "answer", "DNS_SCHEMA_VERSION", "negative_soa", "address_rr
 
 DNS_SCHEMA_VERSION = "1.1.0"
 MAX_CNAME_HOPS = 7  # CNAMEs followed inside our own zones before giving up
+MIN_RECORD_SIZE = 16  # an A record whose owner is a compression pointer: the smallest we write
+
+
+def max_records(message_size: int) -> int:
+    """Records of one section worth building for an answer of at most ``message_size`` bytes.
+
+    One more than can fit: the encoder still sees that something was cut (TC),
+    but a Service with 5,000 endpoints no longer costs 5,000 records per query.
+    """
+    return message_size // MIN_RECORD_SIZE + 1
 
 
 @attrs.frozen
@@ -57,12 +67,16 @@ def negative_soa(view: View, zone: str) -> dns.RRHeader:
     return soa(zone, view.opts.ttl, int(view.store.last_modified))
 
 
-def _addresses(view: View, q: Question, qtype: int, hits: Sequence[Hit], depth: int = 0) -> tuple[list, list[str]]:
-    """A/AAAA records (and CNAMEs) for hits, as CoreDNS's plugin.A/AAAA."""
+def _addresses(
+    view: View, q: Question, qtype: int, hits: Sequence[Hit], limit: int, depth: int = 0
+) -> tuple[list, list[str]]:
+    """A/AAAA records (and CNAMEs) for hits, as CoreDNS's plugin.A/AAAA; at most ``limit`` of them."""
     out: list[dns.RRHeader] = []
     chase: list[str] = []
     seen: set[str] = set()
     for h in hits:
+        if len(out) >= limit:
+            break
         kind = h.kind
         if kind == dns.CNAME:
             target = h.host.rstrip(".") + "."
@@ -72,7 +86,7 @@ def _addresses(view: View, q: Question, qtype: int, hits: Sequence[Hit], depth: 
             inner = q.sibling(target)
             if is_subdomain(inner.lname, q.lzone):
                 try:
-                    more, more_chase = _addresses(view, inner, qtype, view.records(inner), depth + 1)
+                    more, more_chase = _addresses(view, inner, qtype, view.records(inner), limit, depth + 1)
                 except NoSuchName:
                     continue
                 if more:
@@ -88,13 +102,16 @@ def _addresses(view: View, q: Question, qtype: int, hits: Sequence[Hit], depth: 
     return out, chase
 
 
-def _srv(view: View, q: Question) -> tuple[list, list]:
+def _srv(view: View, q: Question, limit: int) -> tuple[list, list]:
     hits = view.services(q, dns.SRV)
-    total = 100 * len(hits) or 1
-    records, extra = [], []
+    total = 100 * len(hits) or 1  # the weight counts every hit, also those past the limit
+    records: list[dns.RRHeader] = []
+    extra: list[dns.RRHeader] = []
     seen_srv: set[tuple[str, int]] = set()
     seen_addr: set[tuple[str, str]] = set()
     for h in hits:
+        if len(records) >= limit:
+            break
         if h.port < 0:
             continue
         weight = max(1, int(100.0 / total * 100))
@@ -127,16 +144,16 @@ def _ns(view: View, q: Question) -> Answer:
     return Answer(tuple(recs), tuple(extra))
 
 
-def answer(view: View, q: Question, qtype: int) -> Answer:
-    """The stanza's answer for ``q``, a name in one of its zones."""
+def answer(view: View, q: Question, qtype: int, limit: int = max_records(65535)) -> Answer:
+    """The stanza's answer for ``q``, a name in one of its zones; ``limit``: records per section worth building."""
     try:
         if qtype in (dns.AXFR, dns.IXFR):
             return Answer(refused=True)
         if qtype in (dns.A, dns.AAAA):
-            recs, chase = _addresses(view, q, qtype, view.apex_or_services(q, qtype))
+            recs, chase = _addresses(view, q, qtype, view.apex_or_services(q, qtype), limit)
             return Answer(tuple(recs), chase=tuple(chase))
         if qtype == dns.SRV:
-            recs, extra = _srv(view, q)
+            recs, extra = _srv(view, q, limit)
             return Answer(tuple(recs), tuple(extra))
         if qtype == dns.TXT:
             if strip_zone(q.lname, q.lzone) == "dns-version":

@@ -19,10 +19,11 @@ from kubernetai import outcome
 from kubernetai.cluster import xfr
 from kubernetai.cluster.lookup import View
 from kubernetai.cluster.options import KubernetesOptions
-from kubernetai.cluster.records import answer, negative_soa
+from kubernetai.cluster.records import answer, max_records, negative_soa
 from kubernetai.cluster.store import ClusterStore
 from kubernetai.question import Question, ZoneResolver
 from kubernetai.request import MAX_CHASE_DEPTH, RequestInfo, current_request, request_info
+from kubernetai.wire import MAX_UDP_PAYLOAD
 from kubernetai.zones import match_zone
 
 __all__ = ["KubernetesResolver"]
@@ -52,7 +53,9 @@ class KubernetesResolver(ZoneResolver):
     def lookup_in_zone(self, q: Question, name: bytes, cls: int, type: int, timeout: Any) -> defer.Deferred:
         if cls != dns.IN:
             return defer.fail(outcome.NotMine(name))
-        ans = answer(self.view, q, type)
+        info = current_request()
+        # Over UDP an answer is at most 1232 bytes (wire.MAX_UDP_PAYLOAD): build no more than can fit.
+        ans = answer(self.view, q, type, max_records(MAX_UDP_PAYLOAD if info.proto == "udp" else 65535))
         if ans.refused:
             return defer.fail(outcome.Reply(dns.EREFUSED))
         authority = [negative_soa(self.view, q.zone)]
