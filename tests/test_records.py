@@ -323,3 +323,14 @@ def test_an_endpoint_url_with_credentials_is_refused_without_repeating_them():
         load_text(text, 53, None)
     assert "Corefile:3: endpoint: credentials in an endpoint URL are not accepted" in str(e.value)
     assert "s3cret" not in str(e.value) and "admin" not in str(e.value)
+
+
+def test_pods_and_slices_may_have_long_names_services_may_not():
+    """Pod and EndpointSlice names are DNS subdomains (up to 253 characters), not part of any answer."""
+    from kubernetai.cluster.objects import ObjectError
+
+    long = "p" * 40 + "." + "q" * 60  # 101 characters, with a dot: a valid pod name
+    view = view_of([namespace("ns"), pod(long, "10.244.0.9", "ns")], pods="verified")
+    assert texts(answer_of(view, "10-244-0-9.ns.pod.cluster.local.", dns.A).answers)
+    with pytest.raises(ObjectError):
+        convert("Service", service("s" * 64, "ns"))

@@ -121,13 +121,18 @@ class ServiceImport:
         return (self.namespace, self.name)
 
 
-def _meta(obj: Mapping[str, Any]) -> tuple[str, str, Mapping[str, Any]]:
+def _meta(obj: Mapping[str, Any], in_dns: bool = True) -> tuple[str, str, Mapping[str, Any]]:
+    """Namespace, name and metadata; the namespace (and, ``in_dns``, the name) must be DNS labels.
+
+    Pods and EndpointSlices are named as DNS subdomains (up to 253 characters)
+    and their names are not part of any answer: they pass ``in_dns=False``.
+    """
     meta = obj.get("metadata") or {}
     name = meta.get("name")
     if not name:
         raise ObjectError("object without metadata.name")
     namespace = meta.get("namespace") or ""
-    for label in (name, namespace) if namespace else (name,):
+    for label in [namespace] * bool(namespace) + [name] * in_dns:
         if not _is_label(label):
             raise ObjectError(f"{label!r} cannot be a DNS label")
     return _intern(namespace), name, meta
@@ -185,7 +190,7 @@ def service(obj: Mapping[str, Any]) -> Service:
 
 
 def endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
-    ns, name, meta = _meta(obj)
+    ns, name, meta = _meta(obj, in_dns=False)
     labels = meta.get("labels") or {}
     mcs = SERVICE_NAME_LABEL not in labels and MCS_SERVICE_NAME_LABEL in labels
     owner = labels.get(MCS_SERVICE_NAME_LABEL if mcs else SERVICE_NAME_LABEL) or ""
@@ -216,7 +221,7 @@ def endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
 
 
 def pod(obj: Mapping[str, Any]) -> Pod:
-    ns, name, meta = _meta(obj)
+    ns, name, meta = _meta(obj, in_dns=False)
     status = obj.get("status") or {}
     # As CoreDNS (1.15): every address in status.podIPs, and a terminating pod has none (it is not indexed).
     if meta.get("deletionTimestamp"):
