@@ -182,10 +182,10 @@ class KubeDNSServerFactory(DNSServerFactory):
         key = wire.cache_key(data)
         cached = None
         if key is not None:
-            cache_key = (proto, key)
-            cached = self._cache.get(cache_key)
+            slot = (proto, key)
+            cached = self._cache.get(slot)
         if cached is not None and cached.valid():
-            self._cache.move_to_end(cache_key)  # recently used: evicted last
+            self._cache.move_to_end(slot)  # recently used: evicted last
             out = data[:2] + cached.body
             if cached.block.observers:
                 self._observe_cached(cached, data, address, proto, out, start)

@@ -125,9 +125,13 @@ def cluster_ips(real: RealCluster, ns: str, name: str) -> list[str]:
     return list(real.request("GET", f"/api/v1/namespaces/{ns}/services/{name}")["spec"]["clusterIPs"])
 
 
-def corefile(real: RealCluster, kubeconfig: Path, stanzas: str = "", http: bool = False) -> str:
+def corefile(stanzas: str, http: bool = False) -> str:
     extra = "    health 127.0.0.1:0\n    ready 127.0.0.1:0\n" if http else ""
     return f".:0 {{\n    bind 127.0.0.1\n    errors\n{extra}{stanzas}}}\n"
+
+
+def one_stanza(kubeconfig: Path) -> str:
+    return f"    kubernetai cluster.local {{\n        kubeconfig {kubeconfig}\n    }}\n"
 
 
 def ready_code(server: Server) -> int:
@@ -181,8 +185,6 @@ def test_records_of_every_kind_and_the_filtering_options(real, servers, tmp_path
     kubeconfig = real.kubeconfig(tmp_path / "kubeconfig")
     s = servers(
         corefile(
-            real,
-            kubeconfig,
             f"""    kubernetai cluster.local 10.96.0.0/16 {{
         kubeconfig {kubeconfig}
         pods verified
@@ -245,9 +247,7 @@ def test_changes_restart_and_compaction(real, servers, tmp_path):
     real.apply(namespace(ns))
     real.apply(service("keep", ns))
     kubeconfig = real.kubeconfig(tmp_path / "kubeconfig")
-    s = servers(
-        corefile(real, kubeconfig, f"    kubernetai cluster.local {{\n        kubeconfig {kubeconfig}\n    }}\n")
-    )
+    s = servers(corefile(one_stanza(kubeconfig)))
     name = f"keep.{ns}.svc.cluster.local"
     keep = cluster_ips(real, ns, "keep")
     assert rdatas(ask(s.port, name)) == keep
@@ -293,9 +293,7 @@ def test_more_services_than_one_list_page(real, servers, tmp_path):
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: real.apply(service(f"s{i}", ns)), range(2100)))
     kubeconfig = real.kubeconfig(tmp_path / "kubeconfig")
-    s = servers(
-        corefile(real, kubeconfig, f"    kubernetai cluster.local {{\n        kubeconfig {kubeconfig}\n    }}\n")
-    )
+    s = servers(corefile(one_stanza(kubeconfig)))
     for i in (0, 499, 500, 1000, 1500, 2099):  # from every list page (500 a page)
         assert rdatas(ask(s.port, f"s{i}.{ns}.svc.cluster.local")) == cluster_ips(real, ns, f"s{i}"), i
     synced = re.search(r"synced \((\d+) Services", s.log())
@@ -319,7 +317,7 @@ def test_rbac_manifest_as_is_and_a_permission_taken_away(real, servers, tmp_path
     token = real.token_for("kube-system", "kubernetai")
     kubeconfig = real.kubeconfig(tmp_path / "kubeconfig", token=token)
     stanza = f"    kubernetai cluster.local {{\n        kubeconfig {kubeconfig}\n        pods verified\n    }}\n"
-    s = servers(corefile(real, kubeconfig, stanza, http=True))
+    s = servers(corefile(stanza, http=True))
     assert rdatas(ask(s.port, f"web.{ns}.svc.cluster.local")) == ["10.244.5.5"]
     assert ready_code(s) == 200
 
@@ -392,7 +390,7 @@ def test_multicluster_without_the_crd_then_with_it(real, servers, tmp_path):
     real.apply(namespace(ns))
     kubeconfig = real.kubeconfig(tmp_path / "kubeconfig")
     stanza = f"    kubernetai cluster.local clusterset.local {{\n        kubeconfig {kubeconfig}\n        multicluster clusterset.local\n    }}\n"
-    s = servers(corefile(real, kubeconfig, stanza, http=True))
+    s = servers(corefile(stanza, http=True))
     assert ready_code(s) == 200  # without the CRD: ready, and it says why there are no imports
     lines = [line for line in s.log().splitlines() if "CRD" in line]
     assert len(lines) == 1 and "the ServiceImport CRD (serviceimports.multicluster.x-k8s.io" in lines[0]
@@ -449,8 +447,6 @@ def test_two_clusters_local_then_remote_with_fallthrough(real, apiserver_bin, se
         remote_kc = remote.kubeconfig(tmp_path / "remote.kubeconfig", name="remote")
         s = servers(
             corefile(
-                real,
-                local_kc,
                 f"""    kubernetai cluster.local {{
         kubeconfig {local_kc}
         fallthrough

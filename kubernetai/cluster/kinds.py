@@ -9,6 +9,7 @@ them.  ``convert`` is the one way from API JSON to a compact object.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -37,10 +38,14 @@ class Kind:
 
 
 def _slice_selector(o: KubernetesOptions) -> Selector:
-    if not o.noendpoints:
-        return o.labels
-    mcs_only = objects.MCS_SERVICE_NAME_LABEL
-    return parse_selector(f"{o.labels},{mcs_only}" if o.labels else mcs_only)
+    return _mcs_only(o.labels) if o.noendpoints else o.labels
+
+
+@functools.lru_cache(maxsize=16)
+def _mcs_only(labels: Selector) -> Selector:
+    """``labels`` and "is a multicluster slice"; parsed once, not per object read from a manifest."""
+    mcs = objects.MCS_SERVICE_NAME_LABEL
+    return parse_selector(f"{labels},{mcs}" if labels else mcs)
 
 
 POD_PHASES = "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown"

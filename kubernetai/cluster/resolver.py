@@ -74,7 +74,6 @@ class KubernetesResolver(ZoneResolver):
             list(ans.additional),
         )
         if ans.chase:
-            info = current_request()
             info.trace.cacheable = False  # completed through other resolvers
             if self.upstream is not None and info.chase_depth < MAX_CHASE_DEPTH:
                 return self._chase(result, ans.chase, type, info.chased())

@@ -74,6 +74,15 @@ class ResourceSpec:
         ns = f"/namespaces/{self.namespace}" if self.namespace else ""
         return f"{self.group_path}{ns}/{self.plural}"
 
+    def selector_params(self) -> dict[str, str]:
+        """The list/watch parameters that select what the API server sends."""
+        params = {}
+        if self.label_selector:
+            params["labelSelector"] = self.label_selector
+        if self.field_selector:
+            params["fieldSelector"] = self.field_selector
+        return params
+
     @property
     def scope(self) -> tuple[str, str]:
         return (self.kind, self.namespace)
@@ -296,17 +305,13 @@ class Watcher(Service):
 
     @defer.inlineCallbacks
     def _list(self) -> Any:
-        convert = kinds.KINDS[self.spec.kind].shrink
         relist = self.store.begin_relist(self.spec.scope)
         token = None
         while True:
             params: dict[str, Any] = {"limit": self.page_size}
             if token:
                 params["continue"] = token
-            if self.spec.label_selector:
-                params["labelSelector"] = self.spec.label_selector
-            if self.spec.field_selector:
-                params["fieldSelector"] = self.spec.field_selector
+            params.update(self.spec.selector_params())
             try:
                 data = yield self._request(self.api.get_json(self.spec.path, params))
             except ApiError as e:
@@ -315,18 +320,8 @@ class Watcher(Service):
                 raise
             if not isinstance(data, dict) or not isinstance(data.get("items"), list):
                 raise WatchError("list answer without items")
-            page = []
-            for item in data["items"]:
-                try:
-                    page.append(convert(item))
-                except (ObjectError, TypeError, ValueError, AttributeError) as e:
-                    log.warn(
-                        "{cluster}: skipping a malformed {kind}: {error}",
-                        cluster=self.cluster,
-                        kind=self.spec.kind,
-                        error=e,
-                    )
-            relist.page(page)
+            shrunk = (self._shrink(item) for item in data["items"])
+            relist.page([value for value in shrunk if value is not None])
             meta = data.get("metadata") or {}
             token = meta.get("continue")
             if not token:
@@ -341,10 +336,7 @@ class Watcher(Service):
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(int(WATCH_TIMEOUT[0] + (WATCH_TIMEOUT[1] - WATCH_TIMEOUT[0]) * self.rand())),
         }
-        if self.spec.label_selector:
-            params["labelSelector"] = self.spec.label_selector
-        if self.spec.field_selector:
-            params["fieldSelector"] = self.spec.field_selector
+        params.update(self.spec.selector_params())
         try:
             resp = yield self._request(self.api.get(self.spec.path, params, stream=True))
         except ApiError as e:
@@ -365,6 +357,16 @@ class Watcher(Service):
         finally:
             self._current = None
 
+    def _shrink(self, obj: Any) -> Any:
+        """The compact object, or None (logged) for one that is malformed."""
+        try:
+            return kinds.convert(self.spec.kind, obj)
+        except (ObjectError, TypeError, ValueError, AttributeError) as e:
+            log.warn(
+                "{cluster}: skipping a malformed {kind}: {error}", cluster=self.cluster, kind=self.spec.kind, error=e
+            )
+            return None
+
     def _event(self, event: dict) -> None:
         kind = event.get("type")
         obj = event.get("object") or {}
@@ -384,16 +386,8 @@ class Watcher(Service):
             return
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             raise WatchError(f"unknown watch event type {kind!r}")
-        try:
-            value = kinds.convert(self.spec.kind, obj)
-        except (ObjectError, TypeError, ValueError, AttributeError) as e:
-            log.warn(
-                "{cluster}: skipping a malformed {kind} event: {error}",
-                cluster=self.cluster,
-                kind=self.spec.kind,
-                error=e,
-            )
-        else:
+        value = self._shrink(obj)
+        if value is not None:
             self.store.apply(kind, self.spec.kind, value)
         self.events += 1
         if rv:
