@@ -44,6 +44,15 @@ class Trace:
 
     cacheable: bool = True
     versions: list = attrs.Factory(list)
+    # Labels of the smallest zone a stanza answered in: an answer repeats the
+    # question's spelling of that zone (see answercache.is_portable).
+    zone_labels: int = 0
+    _zone_seen: bool = False
+
+    def answered_in(self, lzone: str) -> None:
+        labels = len([label for label in lzone.split(".") if label])
+        self.zone_labels = labels if not self._zone_seen else min(self.zone_labels, labels)
+        self._zone_seen = True
 
     def consulted(self, resolver: object) -> None:
         version = getattr(resolver, "cache_version", None)

@@ -10,7 +10,6 @@ server blocks can share one port, routed by their zones.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -28,28 +27,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from kubernetai import outcome, wire
+from kubernetai.answercache import AnswerCache, CachedAnswer
 from kubernetai.request import QueryEvent, RequestInfo, Trace, request_info
 from kubernetai.zones import match_zone, normalize
 
 __all__ = ["Block", "KubeDNSServerFactory", "DNSDatagramServerProtocol", "DNSStreamServerProtocol"]
 
 log = Logger()
-
-
-@attrs.frozen
-class _Cached:
-    """An encoded answer (minus its ID) and what it was computed from."""
-
-    body: bytes
-    versions: tuple
-    block: Block
-    rcode: int
-    aa: bool
-    truncated: bool
-    ancount: int
-
-    def valid(self) -> bool:
-        return all(version() == seen for version, seen in self.versions)
 
 
 @attrs.define
@@ -133,8 +117,7 @@ class KubeDNSServerFactory(DNSServerFactory):
         self.max_tcp_connections = max_tcp_connections
         self._zones = {z: b for b in reversed(self.blocks) for z in b.zones}
         self._held: list | None = None
-        # (proto, wire.cache_key) → answer, least recently used first
-        self._cache: OrderedDict[tuple[str, bytes], _Cached] = OrderedDict()
+        self.answer_cache = AnswerCache(self.MAX_CACHED)
 
     # ---------------------------------------------------------- start-up gate
     MAX_HELD = 10000
@@ -179,14 +162,9 @@ class KubeDNSServerFactory(DNSServerFactory):
 
     def _handle(self, data: bytes, address: tuple, proto: str) -> defer.Deferred:
         start = self._now()
-        key = wire.cache_key(data)
-        cached = None
-        if key is not None:
-            slot = (proto, key)
-            cached = self._cache.get(slot)
-        if cached is not None and cached.valid():
-            self._cache.move_to_end(slot)  # recently used: evicted last
-            out = data[:2] + cached.body
+        hit = self.answer_cache.answer(data, proto)
+        if hit is not None:
+            cached, out = hit
             if cached.block.observers:
                 self._observe_cached(cached, data, address, proto, out, start)
             return defer.succeed(out)
@@ -229,11 +207,10 @@ class KubeDNSServerFactory(DNSServerFactory):
             finally:
                 request_info.reset(token)
         d.addBoth(self._respond, req, block, address, proto, start)
-        if key is not None:
-            d.addCallback(self._remember, key, proto, info.trace, block, req)
+        d.addCallback(self._remember, data, proto, info.trace, block, req)
         return d
 
-    def _remember(self, out: object, key: bytes, proto: str, trace: Trace, block: Block, req: wire.Request) -> object:
+    def _remember(self, out: object, data: bytes, proto: str, trace: Trace, block: Block, req: wire.Request) -> object:
         """Keep an answer that only cacheable resolvers produced."""
         if (
             isinstance(out, bytes)
@@ -241,12 +218,7 @@ class KubeDNSServerFactory(DNSServerFactory):
             and trace.versions
             and req.question.type not in (dns.AXFR, dns.IXFR)
         ):
-            if len(self._cache) >= self.MAX_CACHED:
-                self._cache.popitem(last=False)  # the least recently used (a flood of new names keeps the hot ones)
-            b3, b4, an = out[2], out[3], int.from_bytes(out[6:8], "big")
-            self._cache[(proto, key)] = _Cached(
-                out[2:], tuple(trace.versions), block, b4 & 0xF, bool(b3 & 0x04), bool(b3 & 0x02), an
-            )
+            self.answer_cache.remember(data, proto, out, trace.versions, trace.zone_labels, block)
         return out
 
     def _encode(self, req: wire.Request, ans: _Answer, proto: str, ra: bool) -> tuple[bytes, bool]:
@@ -303,7 +275,9 @@ class KubeDNSServerFactory(DNSServerFactory):
             self._observe(block, req, ans, address, "tcp", b"".join(out), False, start)
         return out
 
-    def _observe_cached(self, c: _Cached, data: bytes, address: tuple, proto: str, out: bytes, start: float) -> None:
+    def _observe_cached(
+        self, c: CachedAnswer, data: bytes, address: tuple, proto: str, out: bytes, start: float
+    ) -> None:
         req = wire.parse_request(data)
         if isinstance(req, wire.Request):
             ans = _Answer(c.rcode, c.aa, (None,) * c.ancount)  # type: ignore[arg-type]

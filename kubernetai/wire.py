@@ -157,12 +157,24 @@ def _remember_target(comp: _Compression, target: bytes, end: int) -> None:
         offset += len(labels[i]) + 1
 
 
-def cache_key(data: bytes) -> bytes | None:
-    """The query bytes after the ID, minus EDNS options (cookies differ per client).
+def question_name_length(data: bytes) -> int:
+    """Octets of the (uncompressed) question name of a query ``cache_key`` accepted."""
+    i = HEADER.size
+    while data[i] != 0:
+        i += data[i] + 1
+    return i + 1 - HEADER.size
 
+
+def cache_key(data: bytes, udp: bool = True) -> bytes | None:
+    """What our answer to a query depends on, besides its ID and letter case.
+
+    The query after its ID with the question name case-folded, only the
+    header flags we echo (RD, CD; QR and the opcode, which decide whether we
+    answer at all), and of the OPT record only its version, DO bit and (over
+    UDP) the answer size the client can take, clamped as ``udp_limit`` does:
+    cookies and other options differ per client and we echo none of them.
     None for anything but one question and at most one additional record
-    (the OPT), which is never cached.  The options do not change our
-    answer: we echo none of them.
+    (the OPT), which is never cached.
     """
     if len(data) < HEADER.size or data[4:6] != b"\x00\x01" or data[6:10] != b"\x00\x00\x00\x00":
         return None
@@ -176,14 +188,17 @@ def cache_key(data: bytes) -> bytes | None:
     end = i + 5  # root label, qtype, qclass
     if end > n:
         return None
+    flags = bytes((data[2] & 0xF9, data[3] & 0x10))
+    question = data[HEADER.size : i].lower() + data[i:end]  # octets A-Z only: DNS case (RFC 4343)
     if arcount == b"\x00\x00":
-        return data[2:end] if end == n else None
+        return flags + question if end == n else None
     # One OPT: root name, type 41, class (payload), ttl (ext rcode, version, DO), rdlength, options.
     if arcount != b"\x00\x01" or n < end + 11 or data[end] != 0 or data[end + 1 : end + 3] != b"\x00\x29":
         return None
     if end + 11 + int.from_bytes(data[end + 9 : end + 11], "big") != n:
         return None  # the OPT's length does not add up: let the full parser judge it
-    return data[2 : end + 9]
+    payload = max(512, min(int.from_bytes(data[end + 3 : end + 5], "big"), MAX_UDP_PAYLOAD)) if udp else 0
+    return flags + question + payload.to_bytes(2, "big") + data[end + 5 : end + 9]
 
 
 def _opt_bytes(rcode: int, dnssec_ok: bool) -> bytes:

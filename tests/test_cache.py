@@ -86,18 +86,32 @@ def test_sync_state_invalidates():
     assert ask(f, "web.ns.svc.cluster.local").rcode() == dns.rcode.NXDOMAIN
 
 
-def test_letter_case_proto_and_edns_are_separate_entries():
+def test_letter_case_shares_an_entry_proto_and_edns_do_not():
     f, store, _ = rig()
     add(store, namespace("ns"))
     add(store, service("web", "ns"))
     synced(store)
     ask(f, "web.ns.svc.cluster.local")
-    r = ask(f, "WEB.ns.svc.cluster.local")
-    assert r.answer[0].name.to_text() == "WEB.ns.svc.cluster.local."
+    r = ask(f, "WEB.ns.svc.Cluster.LOCAL")  # DNS 0x20: a hit, in the new spelling (issue 12, item 7)
+    assert r.question[0].name.to_text() == "WEB.ns.svc.Cluster.LOCAL."
+    assert r.answer[0].name.to_text() == "WEB.ns.svc.Cluster.LOCAL."
+    assert Counting.calls == 1
     ask(f, "web.ns.svc.cluster.local", proto="tcp")
     r = ask(f, "web.ns.svc.cluster.local", use_edns=0)
     assert r.edns == 0
-    assert Counting.calls == 4
+    assert Counting.calls == 3
+
+
+def test_an_answer_that_repeats_more_than_the_zone_is_answered_afresh_in_a_new_spelling():
+    f, store, _ = rig()
+    add(store, namespace("ns"))
+    add(store, service("web", "ns", ports=[("http", "TCP", 80)]))
+    synced(store)
+    ask(f, "web.ns.svc.cluster.local", "SRV")
+    r = ask(f, "WEB.ns.svc.CLUSTER.local", "SRV")
+    # The target repeats the service's own (lower-case) name and the query's zone, as CoreDNS.
+    assert r.answer[0][0].target.to_text() == "web.ns.svc.CLUSTER.local."
+    assert Counting.calls == 2
 
 
 def test_answers_through_uncacheable_resolvers_are_not_cached():
@@ -160,7 +174,7 @@ def test_cache_key_refuses_what_it_cannot_read():
     from kubernetai.wire import cache_key
 
     q = dns.message.make_query("web.ns.svc.cluster.local", "A").to_wire()
-    assert cache_key(q) == q[2:]
+    assert cache_key(q) == q[2:4] + q[12:]  # flags, question
     assert cache_key(q + b"x") is None  # trailing bytes
     assert cache_key(q[:-1]) is None  # cut short
     assert cache_key(q[:12]) is None
@@ -200,7 +214,7 @@ def test_transfer_and_hosts_do_not_prevent_caching(tmp_path):
     )
     f = KubeDNSServerFactory(blocks=[plan.blocks[0].block], clock=task.Clock())
     ask(f, "gw.example.org")
-    assert len(f._cache) == 1
+    assert len(f.answer_cache) == 1
     hosts_resolver = plan.blocks[0].block.resolver.resolvers[1]
     hosts.write_text("10.0.0.2 gw.example.org\n" + "#" * 10)
     hosts_resolver.reload()  # a new table: the cached answer is stale
@@ -234,11 +248,129 @@ def test_a_full_cache_evicts_the_least_recently_used_not_everything():
     add(store, namespace("ns"))
     add(store, service("web", "ns"))
     synced(store)
-    f.MAX_CACHED = 4
+    f.answer_cache.capacity = 4
     ask(f, "web.ns.svc.cluster.local")
     hot = Counting.calls
     for i in range(40):  # a flood of names never asked before, the hot name asked in between
         ask(f, f"random-{i}.ns.svc.cluster.local")
         ask(f, "web.ns.svc.cluster.local")
     assert Counting.calls == hot + 40  # every random name once; the hot one never again
-    assert len(f._cache) == 4
+    assert len(f.answer_cache) == 4
+
+
+def _spellings(name: str):
+    """A strategy: ``name`` with each letter's case drawn at random (DNS 0x20)."""
+    random = st.lists(st.booleans(), min_size=len(name), max_size=len(name)).map(
+        lambda flips: "".join(c.upper() if flip else c for c, flip in zip(name, flips, strict=True))
+    )
+    # As the data spells it (lower case), all upper case, or any mix: coincidences matter most.
+    return st.one_of(st.just(name.lower()), st.just(name.upper()), random)
+
+
+def _rich_store():
+    from .fakeapi import slice_
+
+    store = ClusterStore(clock=lambda: 1.0)
+    for kind in ("Service", "EndpointSlice", "Namespace"):
+        store.require((kind, ""))
+    http = [("http", "TCP", 80)]
+    objs = [namespace("ns"), namespace("svc"), service("web", "ns", ports=http)]
+    objs += [service("head", "ns", ip=None, ports=http), slice_("head", ["10.1.0.1", "10.1.0.2"], "ns", ports=http)]
+    objs += [service("ext", "ns", type="ExternalName", ip=None, external_name="web.ns.svc.cluster.local")]
+    objs += [service("out", "ns", type="ExternalName", ip=None, external_name="example.org")]
+    objs += [service("ext2", "ns", type="ExternalName", ip=None, external_name="ns.dns.cluster.local")]
+    objs += [service("cluster", "svc", ports=http)]  # a service named like the zone's first label
+    for obj in objs:
+        add(store, obj)
+    for kind in ("Service", "EndpointSlice", "Namespace"):
+        store.relist((kind, ""), list(store.objects.get(kind, {}).values()))
+    return store
+
+
+CASE_QUESTIONS = [
+    ("web.ns.svc.cluster.local", "A"),
+    ("web.ns.svc.cluster.local", "SRV"),
+    ("_http._tcp.web.ns.svc.cluster.local", "SRV"),
+    ("head.ns.svc.cluster.local", "A"),
+    ("head.ns.svc.cluster.local", "SRV"),
+    ("10-1-0-1.head.ns.svc.cluster.local", "A"),
+    ("ext.ns.svc.cluster.local", "A"),
+    ("ext.ns.svc.cluster.local", "CNAME"),
+    ("ext2.ns.svc.cluster.local", "A"),
+    ("ext2.ns.svc.cluster.local", "CNAME"),
+    ("nothing.ns.svc.cluster.local", "A"),
+    ("web.ns.svc.cluster.local", "TXT"),
+    ("cluster.local", "NS"),
+    ("cluster.local", "SOA"),
+    ("ns.dns.cluster.local", "A"),
+    ("dns-version.cluster.local", "TXT"),
+    ("cluster.svc.svc.cluster.local", "A"),
+    ("cluster.svc.svc.cluster.local", "SRV"),
+    ("10.0.96.10.in-addr.arpa", "PTR"),
+    ("2.0.1.10.in-addr.arpa", "PTR"),
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(CASE_QUESTIONS).flatmap(
+        lambda q: st.tuples(st.just(q), _spellings(q[0]), _spellings(q[0]), st.sampled_from(["udp", "tcp"]))
+    ),
+    st.booleans(),
+)
+def test_a_cached_answer_in_another_spelling_equals_a_fresh_one(case, edns):
+    """Issue 12, item 7: the cache is keyed case-insensitively, and what it serves is exactly what we would make."""
+    (_, rdtype), first, second, proto = case
+    store = _rich_store()
+    opts = KubernetesOptions(zones=("cluster.local.", "in-addr.arpa."))
+
+    def factory():
+        r = KubernetesResolver(opts, store, ("192.0.2.53",))
+        return KubeDNSServerFactory(blocks=[Block((".",), chain([r]))], clock=task.Clock())
+
+    cached = factory()
+    kw = {"use_edns": 0} if edns else {}
+    ask(cached, first, rdtype, proto, **kw)
+    q = dns.message.make_query(second, rdtype, **kw)
+    from_cache = result(cached.handle_packet(q.to_wire(), ("127.0.0.1", 9), proto))
+    fresh = result(factory().handle_packet(q.to_wire(), ("127.0.0.1", 9), proto))
+    assert from_cache == fresh
+
+
+def test_a_name_pointing_into_more_of_the_question_than_its_zone_is_not_portable():
+    from kubernetai.answercache import is_portable
+    from kubernetai.wire import encode_response
+
+    question = tdns.Query(b"_http._tcp.web.ns.svc.cluster.local", tdns.SRV, tdns.IN)
+    glue = tdns.RRHeader(b"web.ns.svc.cluster.local", tdns.A, tdns.IN, 5, tdns.Record_A("10.0.0.1", 5))
+    out, _ = encode_response(id=1, question=question, additional=[glue])
+    assert out.count(b"\x03web") == 1  # the glue's owner points into the question
+    assert not is_portable(out, zone_labels=2)  # "web.ns.svc" would read in the next query's spelling
+    assert is_portable(out, zone_labels=5)
+    owner = tdns.RRHeader(question.name.name, tdns.A, tdns.IN, 5, tdns.Record_A("10.0.0.1", 5))
+    assert is_portable(encode_response(id=1, question=question, answers=[owner])[0], zone_labels=2)
+    assert not is_portable(b"\x00" * 11, zone_labels=2)
+
+
+def test_flags_and_edns_fields_we_do_not_echo_share_an_entry():
+    f, store, _ = rig()
+    add(store, namespace("ns"))
+    add(store, service("web", "ns"))
+    synced(store)
+    ask(f, "web.ns.svc.cluster.local", use_edns=0, payload=1232)
+    r = ask(f, "web.ns.svc.cluster.local", use_edns=0, payload=4096)  # clamped to 1232 alike
+    assert r.flags & dns.flags.RD and r.answer
+    ad = dns.message.make_query("web.ns.svc.cluster.local", "A", use_edns=0, payload=1232)
+    ad.flags |= dns.flags.AD
+    out = dns.message.from_wire(result(f.handle_packet(ad.to_wire(), ("127.0.0.1", 9), "udp")))
+    assert out.id == ad.id and not out.flags & dns.flags.AD
+    assert Counting.calls == 1
+    ask(f, "web.ns.svc.cluster.local", proto="tcp", use_edns=0, payload=512)
+    ask(f, "web.ns.svc.cluster.local", proto="tcp", use_edns=0, payload=65000)  # TCP: the size does not matter
+    assert Counting.calls == 2
+    ask(f, "web.ns.svc.cluster.local", use_edns=0, payload=512)  # UDP: a smaller answer may be cut
+    norecurse = dns.message.make_query("web.ns.svc.cluster.local", "A", use_edns=0, payload=1232)
+    norecurse.flags &= ~dns.flags.RD  # RD is echoed: its own entry
+    out = dns.message.from_wire(result(f.handle_packet(norecurse.to_wire(), ("127.0.0.1", 9), "udp")))
+    assert not out.flags & dns.flags.RD
+    assert Counting.calls == 4

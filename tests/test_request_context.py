@@ -175,13 +175,21 @@ def test_a_udp_answer_builds_no_more_records_than_can_fit(monkeypatch):
     objs = [namespace("ns"), service("big", "ns", ip=None, ports=http)]
     objs += [slice_("big", ips[k : k + 100], "ns", name=f"big-{k}", ports=http) for k in range(0, 5000, 100)]
     f = factory_for(stanza(objs))
-    built = []
-    real_rr = records.rr
+    from kubernetai.cluster import lookup
+
+    built, hits = [], []
+    real_rr, real_hit = records.rr, lookup.Hit
     monkeypatch.setattr(records, "rr", lambda *a: built.append(1) or real_rr(*a))
+    monkeypatch.setattr(lookup, "Hit", lambda *a: hits.append(1) or real_hit(*a))
     for rdtype in ("A", "SRV"):
         built.clear()
+        hits.clear()
         out = result(ask(f, "big.ns.svc.cluster.local", rdtype))
         r = dns.message.from_wire(out)
         assert r.flags & dns.flags.TC and len(out) <= 512, rdtype
         # at most that many per section (SRV: its records and their glue), not 5,000
         assert len(built) <= 2 * records.max_records(1232), (rdtype, len(built))
+        # and only the endpoints read for them become hits (SRV weights count the rest per slice)
+        assert len(hits) <= records.max_records(1232) + 1, (rdtype, len(hits))
+        if rdtype == "SRV":
+            assert r.answer[0][0].weight == 1  # 100 / 5,000 hits, rounded up to 1 as CoreDNS

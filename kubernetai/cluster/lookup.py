@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple, overload
 
 import attrs
 from twisted.names import dns
@@ -47,6 +47,34 @@ class Hit(NamedTuple):
         if ":" in self.host:
             return dns.AAAA if _is_packed(socket.AF_INET6, self.host) else dns.CNAME
         return dns.A if _is_packed(socket.AF_INET, self.host) else dns.CNAME
+
+
+class LazyHits(Sequence[Hit]):
+    """Hits made only as far as they are read; their number is known up front.
+
+    A Service with 5,000 endpoints answers with the ~80 records a UDP answer
+    can carry, but its SRV weights count every hit: counting is cheap (per
+    slice), making 5,000 names and tuples per query is not.
+    """
+
+    __slots__ = ("_count", "_make")
+
+    def __init__(self, count: int, make: Callable[[], Iterator[Hit]]) -> None:
+        self._count = count
+        self._make = make
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Hit]:
+        return self._make()
+
+    @overload
+    def __getitem__(self, i: int) -> Hit: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Hit]: ...
+    def __getitem__(self, i: int | slice) -> Hit | Sequence[Hit]:
+        return list(self._make())[i]
 
 
 def _is_packed(family: int, text: str) -> bool:
@@ -155,7 +183,7 @@ class View:
             raise NoSuchName() from None
 
     # ------------------------------------------------------------ names → hits
-    def records(self, q: Question) -> list[Hit]:
+    def records(self, q: Question) -> Sequence[Hit]:
         """Services or pods a name means: CoreDNS's Records()."""
         r = self.request(q)
         if not r.pod_or_svc:
@@ -170,7 +198,7 @@ class View:
             return self.find_zonal(r, q.zone)
         return self.find_services(r, q.zone)
 
-    def services(self, q: Question, qtype: int) -> list[Hit]:
+    def services(self, q: Question, qtype: int) -> Sequence[Hit]:
         """CoreDNS's Kubernetes.Services(): the special names, then Records()."""
         if q.lname == ("ns.dns." + q.lzone if q.lzone != "." else "ns.dns."):
             return [Hit(ip, 0, q.name, self.opts.ttl) for _, ip in self.ns_addrs(q.zone)]
@@ -181,7 +209,7 @@ class View:
             return []
         return hits
 
-    def apex_or_services(self, q: Question, qtype: int) -> list[Hit]:
+    def apex_or_services(self, q: Question, qtype: int) -> Sequence[Hit]:
         if q.apex:
             return []  # the apex has no A of its own: NODATA
         return self.services(q, qtype)
@@ -206,7 +234,7 @@ class View:
     def has_endpoints(self, svc: Service) -> bool:
         return any(True for _ in self.endpoints_of(svc))
 
-    def find_services(self, r: RecordRequest, zone: str) -> list[Hit]:
+    def find_services(self, r: RecordRequest, zone: str) -> Sequence[Hit]:
         if not self.namespace_exposed(r.namespace):
             raise NoSuchName()
         if not r.service:
@@ -230,14 +258,38 @@ class View:
         if svc.headless or r.endpoint:
             if self.opts.noendpoints:
                 raise NoSuchName()
-            named = (
-                (addr, endpoint_hostname(ep, addr, self.opts.endpoint_pod_names), ports)
-                for ep, addr, ports in self.endpoints_of(svc)
-            )
-            return _endpoint_hits(
-                r, ((a, f"{h}.{base}", p) for a, h, p in named if not r.endpoint or r.endpoint == h), ttl
-            )
+            return self._slice_hits(r, self.store.slices(svc.namespace, svc.name), base, ttl)
         return _ip_hits(r, svc.ports, svc.cluster_ips, base, ttl)
+
+    def _slice_hits(
+        self, r: RecordRequest, slices: Iterable[EndpointSlice], base: str, ttl: int, mcs: bool = False
+    ) -> Sequence[Hit]:
+        """Hits of ready endpoints: ``<host>[.<cluster>].<base>`` per matching port, in slice-name order.
+
+        Without an endpoint name to match they are made lazily (``LazyHits``);
+        with one, the few that match are made at once.
+        """
+        ordered = sorted(slices, key=lambda s: s.name)
+        pod_names = self.opts.endpoint_pod_names
+
+        def rows() -> Iterator[tuple[str, str, tuple[Port, ...]]]:
+            for sl in ordered:
+                suffix = f"{sl.cluster}.{base}" if mcs else base
+                for ep in sl.endpoints:
+                    if not ep.ready:
+                        continue
+                    for addr in ep.addresses:
+                        host = endpoint_hostname(ep, addr, pod_names)
+                        if r.endpoint and (host != r.endpoint or (mcs and r.cluster != sl.cluster)):
+                            continue
+                        yield addr, f"{host}.{suffix}", sl.ports
+
+        if r.endpoint:
+            return _endpoint_hits(r, rows(), ttl)
+        count = sum(sl.ready_addresses * _matching_ports(r, sl.ports) for sl in ordered)
+        if not count:
+            raise NoSuchName()
+        return LazyHits(count, lambda: _hits_of(r, rows(), ttl))
 
     def find_pods(self, r: RecordRequest, zone: str) -> list[Hit]:
         mode = self.opts.pods
@@ -266,7 +318,7 @@ class View:
             raise NoSuchName()
         return hits
 
-    def find_multicluster(self, r: RecordRequest, zone: str) -> list[Hit]:
+    def find_multicluster(self, r: RecordRequest, zone: str) -> Sequence[Hit]:
         if not self.namespace_exposed(r.namespace):
             raise NoSuchName()
         if not r.service:
@@ -280,12 +332,7 @@ class View:
             if not any(True for _ in _ready(self.store.mcs_slices(r.namespace, r.service), merge=False)):
                 raise NoSuchName()
         if imp.type == "Headless" or r.endpoint:
-            items = []
-            for ep, addr, sl in _ready(self.store.mcs_slices(r.namespace, r.service), merge=False):
-                host = endpoint_hostname(ep, addr, self.opts.endpoint_pod_names)
-                if not r.endpoint or (r.endpoint == host and r.cluster == sl.cluster):
-                    items.append((addr, f"{host}.{sl.cluster}.{base}", sl.ports))
-            return _endpoint_hits(r, items, ttl)
+            return self._slice_hits(r, self.store.mcs_slices(r.namespace, r.service), base, ttl, mcs=True)
         return _ip_hits(r, imp.ports, imp.ips, base, ttl)
 
     def find_zonal(self, r: RecordRequest, zone: str) -> list[Hit]:
@@ -342,19 +389,30 @@ def _ready(slices: Iterable[EndpointSlice], merge: bool) -> Iterator[tuple[Endpo
                 yield ep, addr, sl
 
 
-def _endpoint_hits(r: RecordRequest, items: Iterable[tuple[str, str, tuple[Port, ...]]], ttl: int) -> list[Hit]:
-    """(address, name, ports) → hits per matching port (port -1 when the slice has none)."""
-    hits = []
+def _hits_of(r: RecordRequest, items: Iterable[tuple[str, str, tuple[Port, ...]]], ttl: int) -> Iterator[Hit]:
+    """(address, name, ports) → a hit per matching port (port -1 when the slice has none)."""
     for addr, target, ports in items:
-        for p in ports or (None,):
-            if p is None and r.is_srv_form:
-                continue
-            if p is not None and not _port_match(r, p.name, p.protocol):
-                continue
-            hits.append(Hit(addr, p.port if p else -1, target, ttl))
+        if not ports:
+            if not r.is_srv_form:
+                yield Hit(addr, -1, target, ttl)
+            continue
+        for p in ports:
+            if _port_match(r, p.name, p.protocol):
+                yield Hit(addr, p.port, target, ttl)
+
+
+def _endpoint_hits(r: RecordRequest, items: Iterable[tuple[str, str, tuple[Port, ...]]], ttl: int) -> list[Hit]:
+    hits = list(_hits_of(r, items, ttl))
     if not hits:
         raise NoSuchName()
     return hits
+
+
+def _matching_ports(r: RecordRequest, ports: tuple[Port, ...]) -> int:
+    """How many hits one address of a slice with these ports makes (as ``_hits_of``)."""
+    if not ports:
+        return 0 if r.is_srv_form else 1
+    return sum(1 for p in ports if _port_match(r, p.name, p.protocol))
 
 
 def _ip_hits(r: RecordRequest, ports: Iterable[Port], ips: Iterable[str], target: str, ttl: int) -> list[Hit]:

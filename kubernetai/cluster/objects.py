@@ -82,6 +82,13 @@ class EndpointSlice:
     ports: tuple[Port, ...]
     mcs: bool = False  # owned by a ServiceImport (multicluster.kubernetes.io/service-name)
     cluster: str = ""  # MCS source cluster label, if any
+    # Addresses of ready endpoints, counted once: an answer's SRV weights need
+    # the count of every hit, not the hits themselves.
+    ready_addresses: int = attrs.field(
+        init=False,
+        eq=False,
+        default=attrs.Factory(lambda s: sum(len(ep.addresses) for ep in s.endpoints if ep.ready), takes_self=True),
+    )
 
     @property
     def key(self) -> tuple[str, str]:

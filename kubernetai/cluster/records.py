@@ -9,6 +9,7 @@ CoreDNS does.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import attrs
@@ -53,8 +54,18 @@ def bare(name: str) -> str:
     return name.rstrip(".")
 
 
+@functools.lru_cache(maxsize=4096)
+def _wire_name(name: str) -> bytes:
+    """A name as Twisted stores it, made once: Twisted IDNA-encodes a text name per record."""
+    text = bare(name)
+    try:
+        return text.encode("ascii")
+    except UnicodeEncodeError:
+        return text.encode("idna")
+
+
 def rr(owner: str, type_: int, ttl: int, payload: dns.IEncodableRecord) -> dns.RRHeader:
-    return dns.RRHeader(bare(owner), type_, dns.IN, ttl, payload, auth=True)
+    return dns.RRHeader(_wire_name(owner), type_, dns.IN, ttl, payload, auth=True)
 
 
 def address_rr(owner: str, ip: str, ttl: int) -> dns.RRHeader:

@@ -54,6 +54,7 @@ class KubernetesResolver(ZoneResolver):
         if cls != dns.IN:
             return defer.fail(outcome.NotMine(name))
         info = current_request()
+        info.trace.answered_in(q.lzone)  # names we build repeat the query's spelling of the zone
         # Over UDP an answer is at most 1232 bytes (wire.MAX_UDP_PAYLOAD): build no more than can fit.
         ans = answer(self.view, q, type, max_records(MAX_UDP_PAYLOAD if info.proto == "udp" else 65535))
         if ans.refused:
