@@ -24,6 +24,8 @@ demo: $(STAMP)
 	@echo "  dig @127.0.0.1 -p 1053 web.default.svc.cluster.local        # from east (dual-stack ClusterIP)"
 	@echo "  dig @127.0.0.1 -p 1053 ledger.payments.svc.cluster.local +tcp   # only in west: falls through"
 	@echo "  dig @127.0.0.1 -p 1053 api.default.svc.cluster.local        # no ready endpoint in east: west answers"
+	@echo "  curl -s 127.0.0.1:9153/metrics | grep kubernetai_cluster   # Prometheus metrics, per cluster"
+	@echo "  curl -s 127.0.0.1:8181/status                               # each cluster's state, as JSON"
 	@echo "Edit etc/demo/*.yaml while it runs: changes apply within a second.  Ctrl-C stops it."
 	@echo
 	cd etc/demo && ../../$(BIN)/twistd --pidfile= -n kubernetai --config Corefile

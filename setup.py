@@ -26,6 +26,8 @@ setup(
         "kubernetes>=30,<38",
         "PyYAML>=6,<7",
         "attrs>=23.1",
+        # metrics (the prometheus directive): exposition and its Twisted resource
+        "prometheus_client>=0.20,<1",
     ],
     extras_require={
         "test": [

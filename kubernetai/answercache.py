@@ -140,6 +140,10 @@ class CachedAnswer:
     aa: bool
     truncated: bool
     ancount: int
+    # What metrics and the errors plugin need of a hit, without parsing the query again.
+    failure: Any = None  # why a cached SERVFAIL failed (a Failure), for the errors plugin
+    metric_head: Any = None  # kubernetai.metrics.head() of a metered block's answer
+    metric_sums: Any = None  # and its running sums in the listener's QueryMeter
 
     def valid(self) -> bool:
         return all(version() == seen for version, seen in self.versions)
@@ -160,6 +164,9 @@ class AnswerCache:
     def __init__(self, capacity: int = 50_000) -> None:
         self.capacity = capacity
         self._entries: OrderedDict[tuple[str, bytes], CachedAnswer] = OrderedDict()
+        self.hits = 0
+        self.misses = 0  # queries looked up and not answered (absent, stale, or another spelling not portable)
+        self.evictions = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -174,11 +181,11 @@ class AnswerCache:
             return None
         slot = (proto, key)
         entry = self._entries.get(slot)
-        if entry is None or not entry.valid():
+        out = entry.for_query(data) if entry is not None and entry.valid() else None
+        if entry is None or out is None:
+            self.misses += 1
             return None
-        out = entry.for_query(data)
-        if out is None:
-            return None
+        self.hits += 1
         self._entries.move_to_end(slot)  # recently used: evicted last
         return entry, out
 
@@ -190,6 +197,7 @@ class AnswerCache:
         versions: Sequence[tuple[Callable[[], object], object]],
         zone_labels: int,
         block: Any,
+        **about: Any,
     ) -> None:
         """Keep ``out``, the answer to ``data`` made from exactly ``versions``."""
         key = wire.cache_key(data, proto == "udp")
@@ -201,6 +209,7 @@ class AnswerCache:
         slot = (proto, key)
         if slot not in self._entries and len(self._entries) >= self.capacity:
             self._entries.popitem(last=False)  # a flood of new names keeps the hot ones
+            self.evictions += 1
         b3, b4 = out[2], out[3]
         self._entries[slot] = CachedAnswer(
             body=out[2:],
@@ -212,5 +221,6 @@ class AnswerCache:
             aa=bool(b3 & 0x04),
             truncated=bool(b3 & 0x02),
             ancount=int.from_bytes(out[6:8], "big"),
+            **about,
         )
         self._entries.move_to_end(slot)

@@ -19,6 +19,7 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from kubernetai import version_line
 from kubernetai.chain import chain
 from kubernetai.corefile import CorefileError, Directive, ServerBlock, parse_file, parse_text
 from kubernetai.directives import order_of, registry
@@ -104,6 +105,8 @@ def _build_block(
         ctx.recursive,
         label=", ".join(sb.keys),
         classes=Block.classes_of(resolvers),
+        metered=ctx.metered,
+        plugins=tuple(dict.fromkeys(d.name for d in ordered)),
     )
     for user in ctx.chain_users:
         user.upstream = block.resolver
@@ -192,6 +195,7 @@ class KubernetaiService(MultiService):
             except CannotListenError as e:
                 self._cannot_listen(interface, port, e, "")
             self.factories[(addr, actual)] = factory
+            self._meter(factory, blocks, f"dns://{addr}:{actual}" if ":" not in addr else f"dns://[{addr}]:{actual}")
             log.info(
                 "kubernetai: listening on {addr} port {port} (udp+tcp) for {zones}",
                 addr=interface or "*",
@@ -202,6 +206,21 @@ class KubernetaiService(MultiService):
             MultiService.privilegedStartService(self)
         except CannotListenError as e:
             self._cannot_listen(e.interface, e.port, e, " (HTTP)")
+
+    def _meter(self, factory: KubeDNSServerFactory, blocks: Sequence[Block], server: str) -> None:
+        """Count this listener's queries if a block on it has ``prometheus`` (CoreDNS's ``server`` label).
+
+        Its answer cache is listed for /status (and metrics) either way."""
+        self.plan.server.answer_caches[server] = factory.answer_cache
+        metrics = self.plan.server.metrics
+        if metrics is None:
+            return
+        metrics.panic_counts.append(lambda: factory.panics)
+        if any(b.metered for b in blocks):
+            factory.meter = metrics.meter(server)
+        for b in blocks:
+            if b.metered:
+                metrics.enabled.update((server, zone, name) for zone in b.zones for name in b.plugins)
 
     def _cannot_listen(self, interface: str, port: int, e: CannotListenError, what: str) -> NoReturn:
         """Close what is open; under twistd say it in one line and exit 1, else raise."""
@@ -215,6 +234,7 @@ class KubernetaiService(MultiService):
 
     def startService(self) -> None:
         self.privilegedStartService()  # a no-op when twistd already called it
+        log.info("{version} starting", version=version_line())
         super().startService()
         stanzas = self.plan.server.startup
         if stanzas:

@@ -42,14 +42,27 @@ class RequestChain(resolve.ResolverChain):
             d = d.addErrback(_next, r, q, timeout, info)
         return d
 
+    def lookupAllRecords(self, name: bytes, timeout: Any = None) -> defer.Deferred:
+        # Twisted's ResolverChain sends ANY straight to each resolver's lookupAllRecords,
+        # past _lookup (its own comment wonders why): ANY goes the same way as any type.
+        return self._lookup(name, dns.IN, dns.ALL_RECORDS, timeout)
+
 
 def _consult(resolver: Any, q: dns.Query, timeout: Any, info: RequestInfo) -> defer.Deferred:
     info.trace.consulted(resolver)
     token = request_info.set(info)
     try:
-        return resolver.query(q, timeout)
+        d = resolver.query(q, timeout)
     finally:
         request_info.reset(token)
+    return d.addBoth(_answered, resolver, info)
+
+
+def _answered(result: object, resolver: Any, info: RequestInfo) -> object:
+    """Note who answered: any result, or a failure other than "not my name"."""
+    if not (isinstance(result, Failure) and result.check(outcome.NotMine)):
+        info.trace.answered_by = resolver
+    return result
 
 
 def _next(failure: Failure, resolver: Any, q: dns.Query, timeout: Any, info: RequestInfo) -> defer.Deferred:

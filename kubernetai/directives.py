@@ -15,19 +15,46 @@ from importlib.metadata import entry_points
 from twisted.logger import Logger
 
 from kubernetai.plugin import Setup
-from kubernetai.plugins import autopath, bind, errors, forward, health, hosts, kubernetai, log, ready, transfer, whoami
+from kubernetai.plugins import (
+    autopath,
+    bind,
+    errors,
+    forward,
+    health,
+    hosts,
+    kubernetai,
+    log,
+    prometheus,
+    ready,
+    transfer,
+    whoami,
+)
 
 __all__ = ["ENTRY_POINT_GROUP", "ORDER", "BUILTIN", "registry", "order_of"]
 
 ENTRY_POINT_GROUP = "kubernetai.directives"
 
 # The subset of CoreDNS's plugin.cfg order that we implement.
-ORDER = ["bind", "ready", "health", "errors", "log", "autopath", "transfer", "hosts", "kubernetai", "forward", "whoami"]
+ORDER = [
+    "bind",
+    "ready",
+    "health",
+    "prometheus",
+    "errors",
+    "log",
+    "autopath",
+    "transfer",
+    "hosts",
+    "kubernetai",
+    "forward",
+    "whoami",
+]
 
 BUILTIN: dict[str, Setup] = {
     "bind": bind.setup,
     "ready": ready.setup,
     "health": health.setup,
+    "prometheus": prometheus.setup,
     "errors": errors.setup,
     "log": log.setup,
     "hosts": hosts.setup,

@@ -9,6 +9,7 @@ callables under the ``kubernetai.directives`` entry-point group.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Hashable
 from typing import Any, Protocol, TypeVar
 
@@ -58,6 +59,15 @@ class ServerContext:
     status: dict[str, Callable[[], dict]] = attrs.Factory(dict)
     # Stanzas whose first sync the server waits for (up to their startup_timeout).
     startup: list[Any] = attrs.Factory(list)
+    # Every kubernetai stanza (KubernetesCluster), for /status and metrics.
+    clusters: list[Any] = attrs.Factory(list)
+    # Query counting for blocks with ``prometheus`` (kubernetai.metrics.Metrics), once one asks for it.
+    metrics: Any = None
+    # Answer cache per listener ("dns://ADDR:PORT"), for /status and metrics; filled as listeners open.
+    answer_caches: dict[str, Any] = attrs.Factory(dict)
+    started: float = attrs.Factory(time.time)
+    # Plugins' own metric families (callables giving prometheus_client Metrics), read at scrape time.
+    metric_sources: list[Callable[[], Any]] = attrs.Factory(list)
     _shared: dict[Hashable, Any] = attrs.Factory(dict)
 
     def shared(self, key: Hashable, make: Callable[[], T]) -> T:
@@ -81,6 +91,7 @@ class SetupContext:
     observers: list[Callable[[QueryEvent], None]] = attrs.Factory(list)
     bind: list[str] = attrs.Factory(list)
     recursive: bool = False
+    metered: bool = False  # the block has ``prometheus``: its queries are counted
     seen: set[str] = attrs.Factory(set)
     # Resolvers that want the finished block chain as their ``upstream``.
     chain_users: list[Any] = attrs.Factory(list)

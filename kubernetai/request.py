@@ -48,6 +48,10 @@ class Trace:
     # question's spelling of that zone (see answercache.is_portable).
     zone_labels: int = 0
     _zone_seen: bool = False
+    # The resolver whose result or failure became the answer (the ``plugin`` label of
+    # coredns_dns_responses_total; a kubernetai stanza also counts it per cluster).
+    answered_by: object = None
+    failure: object = None  # why the answer is a SERVFAIL (a Failure), kept with a cached answer
 
     def answered_in(self, lzone: str) -> None:
         labels = len([label for label in lzone.split(".") if label])
@@ -135,6 +139,8 @@ class QueryEvent:
 
     @property
     def type_name(self) -> str:
+        if self.qtype == dns.ALL_RECORDS:
+            return "ANY"  # Twisted calls it ALL_RECORDS; everyone else, CoreDNS's log included, ANY
         return dns.QUERY_TYPES.get(self.qtype) or dns.EXT_QUERIES.get(self.qtype) or f"TYPE{self.qtype}"
 
     @property

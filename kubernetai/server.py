@@ -28,7 +28,9 @@ from zope.interface import implementer
 
 from kubernetai import outcome, wire
 from kubernetai.answercache import AnswerCache, CachedAnswer
-from kubernetai.request import QueryEvent, RequestInfo, Trace, request_info
+from kubernetai.metrics import QueryMeter
+from kubernetai.metrics import head as metric_head
+from kubernetai.request import QueryEvent, RequestInfo, Trace, rcode_name, request_info
 from kubernetai.zones import match_zone, normalize
 
 __all__ = ["Block", "KubeDNSServerFactory", "DNSDatagramServerProtocol", "DNSStreamServerProtocol"]
@@ -48,6 +50,9 @@ class Block:
     # Query classes the block answers; others are REFUSED before any resolver
     # (as CoreDNS).  A resolver adds a class with a ``query_classes`` attribute.
     classes: frozenset[int] = frozenset({dns.IN})
+    # The block has ``prometheus``: its queries are counted (the factory's ``meter``).
+    metered: bool = False
+    plugins: tuple[str, ...] = ()  # its directives, for coredns_plugin_enabled
 
     @staticmethod
     def classes_of(resolvers: Sequence[object]) -> frozenset[int]:
@@ -86,6 +91,11 @@ def _classify(result: object) -> _Answer:
     return _Answer(dns.ESERVER, failure=result)
 
 
+def _family(address: tuple) -> str:
+    """CoreDNS's ``family`` label: 1 for IPv4, 2 for IPv6."""
+    return "2" if address and ":" in address[0] else "1"
+
+
 class KubeDNSServerFactory(DNSServerFactory):
     """Answers DNS for one listening address from the blocks bound to it.
 
@@ -118,6 +128,9 @@ class KubeDNSServerFactory(DNSServerFactory):
         self._zones = {z: b for b in reversed(self.blocks) for z in b.zones}
         self._held: list | None = None
         self.answer_cache = AnswerCache(self.MAX_CACHED)
+        # Counts the queries of metered blocks (CoreDNS's prometheus plugin), once metrics exist.
+        self.meter: QueryMeter | None = None
+        self.panics = 0  # errors caught while answering (coredns_panics_total)
 
     # ---------------------------------------------------------- start-up gate
     MAX_HELD = 10000
@@ -137,6 +150,10 @@ class KubeDNSServerFactory(DNSServerFactory):
         zone = match_zone(qname, self._zones)
         return None if zone is None else self._zones[zone]
 
+    def _zone_and_block(self, qname: str) -> tuple[str, Block] | None:
+        zone = match_zone(qname, self._zones)
+        return None if zone is None else (zone, self._zones[zone])
+
     def _now(self) -> float:
         return self.clock.seconds() if self.clock is not None else time.monotonic()
 
@@ -155,6 +172,7 @@ class KubeDNSServerFactory(DNSServerFactory):
         try:
             return self._handle(data, address, proto)
         except Exception:
+            self.panics += 1
             log.failure("unexpected error handling a packet from {address}", address=address)
             return defer.succeed(None)
 
@@ -165,6 +183,16 @@ class KubeDNSServerFactory(DNSServerFactory):
         hit = self.answer_cache.answer(data, proto)
         if hit is not None:
             cached, out = hit
+            meter = self.meter
+            if meter is not None and cached.metric_head is not None:
+                meter.count(
+                    cached.metric_head,
+                    "2" if address and ":" in address[0] else "1",
+                    len(data),
+                    len(out),
+                    self._now() - start,
+                    cached.metric_sums,
+                )
             if cached.block.observers:
                 self._observe_cached(cached, data, address, proto, out, start)
             return defer.succeed(out)
@@ -191,10 +219,16 @@ class KubeDNSServerFactory(DNSServerFactory):
             qname = normalize(req.question.name.name.decode("ascii"))
         except UnicodeDecodeError:
             qname = ""
-        block = self.block_for(qname) if qname else None
-        if block is None:
+        found = self._zone_and_block(qname) if qname else None
+        if found is None:
             out, _ = self._encode(req, _Answer(dns.EREFUSED), proto, False)
+            if self.meter is not None:  # as CoreDNS: no block's zone, counted under the zone "dropped"
+                self.meter.record(
+                    "dropped", proto, _family(address), req.question.type, req.dnssec_ok, "REFUSED", "", "",
+                    len(data), len(out), self._now() - start,
+                )  # fmt: skip
             return defer.succeed(out)
+        zone, block = found
         host, port = (address[0], address[1]) if address else ("", 0)
         info = RequestInfo(host, port, proto, req.ixfr_serial)
         if req.question.cls not in block.classes:
@@ -206,11 +240,46 @@ class KubeDNSServerFactory(DNSServerFactory):
                 d = defer.maybeDeferred(cast(Any, block.resolver).query, query)
             finally:
                 request_info.reset(token)
-        d.addBoth(self._respond, req, block, address, proto, start)
-        d.addCallback(self._remember, data, proto, info.trace, block, req)
+        d.addBoth(self._respond, req, block, address, proto, start, info.trace)
+        if block.metered and self.meter is not None:
+            d.addCallback(self._count, data, req, zone, address, proto, start, info.trace)
+        d.addCallback(self._remember, data, proto, info.trace, block, req, zone)
         return d
 
-    def _remember(self, out: object, data: bytes, proto: str, trace: Trace, block: Block, req: wire.Request) -> object:
+    def _count(
+        self,
+        out: object,
+        data: bytes,
+        req: wire.Request,
+        zone: str,
+        address: tuple,
+        proto: str,
+        start: float,
+        trace: Trace,
+    ) -> object:
+        """Count an answered query for the ``prometheus`` plugin."""
+        assert self.meter is not None
+        size = len(out) if isinstance(out, bytes) else sum(len(m) for m in out) if isinstance(out, list) else 0
+        rcode = out[3] & 0xF if isinstance(out, bytes) else dns.OK
+        by = trace.answered_by
+        self.meter.record(
+            zone,
+            proto,
+            _family(address),
+            req.question.type,
+            req.dnssec_ok,
+            rcode_name(rcode),
+            getattr(by, "plugin_name", ""),
+            getattr(by, "cluster_name", ""),
+            len(data),
+            size,
+            self._now() - start,
+        )
+        return out
+
+    def _remember(
+        self, out: object, data: bytes, proto: str, trace: Trace, block: Block, req: wire.Request, zone: str
+    ) -> object:
         """Keep an answer that only cacheable resolvers produced."""
         if (
             isinstance(out, bytes)
@@ -218,8 +287,34 @@ class KubeDNSServerFactory(DNSServerFactory):
             and trace.versions
             and req.question.type not in (dns.AXFR, dns.IXFR)
         ):
-            self.answer_cache.remember(data, proto, out, trace.versions, trace.zone_labels, block)
+            self.answer_cache.remember(
+                data,
+                proto,
+                out,
+                trace.versions,
+                trace.zone_labels,
+                block,
+                failure=trace.failure,
+                **self._metric_slots(block, zone, proto, req, out, trace),
+            )
         return out
+
+    def _metric_slots(self, block: Block, zone: str, proto: str, req: wire.Request, out: bytes, trace: Trace) -> dict:
+        """What a cached answer of a metered block keeps to be counted cheaply on each hit."""
+        if not block.metered or self.meter is None:
+            return {}
+        by = trace.answered_by
+        h = metric_head(
+            zone,
+            proto,
+            req.question.type,
+            req.dnssec_ok,
+            rcode_name(out[3] & 0xF),
+            getattr(by, "plugin_name", ""),
+            getattr(by, "cluster_name", ""),
+            len(out),
+        )
+        return {"metric_head": h, "metric_sums": self.meter.sums_for(h)}
 
     def _encode(self, req: wire.Request, ans: _Answer, proto: str, ra: bool) -> tuple[bytes, bool]:
         limit = req.udp_limit() if proto == "udp" else 65535
@@ -240,14 +335,16 @@ class KubeDNSServerFactory(DNSServerFactory):
         )
 
     def _respond(
-        self, result: object, req: wire.Request, block: Block, address: tuple, proto: str, start: float
+        self, result: object, req: wire.Request, block: Block, address: tuple, proto: str, start: float, trace: Trace
     ) -> bytes | list[bytes] | None:
         try:
             ans = _classify(result)
+            trace.failure = ans.failure
             if proto == "tcp" and ans.rcode == dns.OK and req.question.type in (dns.AXFR, dns.IXFR):
                 return self._transfer_messages(req, ans, block, address, start)
             out, truncated = self._encode(req, ans, proto, block.recursive)
         except Exception:
+            self.panics += 1
             ans = _Answer(dns.ESERVER, failure=Failure())
             out, truncated = self._encode(req, ans, proto, block.recursive)
         if block.observers:
@@ -280,7 +377,7 @@ class KubeDNSServerFactory(DNSServerFactory):
     ) -> None:
         req = wire.parse_request(data)
         if isinstance(req, wire.Request):
-            ans = _Answer(c.rcode, c.aa, (None,) * c.ancount)  # type: ignore[arg-type]
+            ans = _Answer(c.rcode, c.aa, (None,) * c.ancount, failure=c.failure)  # type: ignore[arg-type]
             self._observe(c.block, req, ans, address, proto, out, c.truncated, start)
 
     def _observe(

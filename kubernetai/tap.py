@@ -8,7 +8,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from kubernetai import wire
+from kubernetai import version_line, wire
 from kubernetai.build import KubernetaiService, load
 from kubernetai.corefile import CorefileError
 
@@ -27,6 +27,11 @@ class Options(usage.Options):
             "Parse and validate the Corefile, print the server blocks, zones, ports and plugin chain, and exit.",
         ],
     ]
+
+    def opt_version(self) -> None:
+        """Print kubernetai's version (and Twisted's and Python's) and exit."""
+        print(version_line())
+        raise SystemExit(0)
 
     def postOptions(self) -> None:
         if not 0 <= self["dns-port"] <= 65535:

@@ -262,7 +262,12 @@ def test_a_dead_cluster_does_not_take_the_others_down(clusters, dead_port):
         assert addrs((yield ask(port, "two.default.svc.cluster.local", tcp=True))) == ["10.97.0.2"]
         status = {name: f() for name, f in svc.plan.server.status.items()}
         assert [s["synced"] for s in status.values()] == [False, False, True]
-        assert all("endpoint" in name for name in status)
+        # Default names: first zone @ API host (issue 13), distinct.
+        assert list(status) == [
+            f"dead.local@127.0.0.1:{dead_port}",
+            f"cluster.local@127.0.0.1:{dead_port}",
+            f"cluster.local@127.0.0.1:{clusters.ports['b']}",
+        ]
     finally:
         yield svc.stopService()
 

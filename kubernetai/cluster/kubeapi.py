@@ -10,6 +10,7 @@ caller's backoff takes over.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -20,7 +21,7 @@ from treq.client import HTTPClient
 from twisted.internet import defer
 from twisted.internet.error import ConnectError
 from twisted.web._newclient import ResponseNeverReceived
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 
 from kubernetai import __version__
 from kubernetai.cluster.kubeconfig import Connection
@@ -68,8 +69,15 @@ class TokenBucket:
         return d
 
 
+class _QuietHTTP11ClientFactory(_HTTP11ClientFactory):
+    """Twisted's HTTP client factory without "Starting/Stopping factory" lines (a third of all lines in an outage)."""
+
+    noisy = False
+
+
 def http_client_for(conn: Connection, reactor: Any) -> HTTPClient:
     pool = HTTPConnectionPool(reactor, persistent=True)
+    pool._factory = _QuietHTTP11ClientFactory
     pool.maxPersistentPerHost = 4
     agent = Agent(reactor, contextFactory=conn.policy(), pool=pool, connectTimeout=10)
     return HTTPClient(agent)
@@ -93,6 +101,8 @@ class ApiClient:
     max_body: int = MAX_LIST_BODY
     bucket: TokenBucket = attrs.field(init=False)
     inflight: defer.DeferredSemaphore | None = attrs.field(init=False)
+    # Answers by HTTP code ("error": no answer at all), for kubernetai_cluster_api_requests_total.
+    codes: Counter[str] = attrs.field(init=False, factory=Counter)
 
     def __attrs_post_init__(self) -> None:
         if self.http is None:
@@ -124,8 +134,13 @@ class ApiClient:
                 try:
                     resp = yield self.http.get(self.url(path, params), headers=headers, unbuffered=stream)
                 except (ConnectError, ResponseNeverReceived, defer.CancelledError, defer.TimeoutError):
+                    self.codes["error"] += 1
                     self.conn.fail_over(self.reactor.seconds())  # refused, unreachable or timed out
                     raise
+                except Exception:
+                    self.codes["error"] += 1
+                    raise
+                self.codes[str(resp.code)] += 1
                 if resp.code == 200:
                     return resp
                 body = yield _drain(resp)

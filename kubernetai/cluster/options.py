@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -22,6 +23,7 @@ from kubernetai.values import arg_count, duration, zone_args
 __all__ = ["KubernetesOptions", "parse_options", "PODS_MODES", "PROPERTIES"]
 
 PODS_MODES = ("disabled", "insecure", "verified")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,62}")
 
 
 @attrs.frozen
@@ -52,6 +54,7 @@ class KubernetesOptions:
     apiserver_max_inflight: int = 0  # 0 = unlimited
     zonal: bool = False
     manifests: tuple[str, ...] = ()  # a snapshot cluster instead of an API server
+    given_name: str = ""  # ``name NAME`` (ours): how metrics, logs, /ready and /status call the stanza
 
     def connection_name(self) -> str:
         """How logs name this stanza's cluster (never a credential)."""
@@ -64,7 +67,24 @@ class KubernetesOptions:
         return "in-cluster"
 
     def name(self) -> str:
-        return f"kubernetai {' '.join(self.zones)} ({self.connection_name()})"
+        """The stanza's name: ``name NAME``, else its first zone and where its data comes from, short.
+
+        ``cluster.local@10.0.0.1:6443``, ``cluster.local@prod`` (a kubeconfig
+        context), ``cluster.local@kubeconfig``, ``cluster.local@manifests``,
+        ``cluster.local@in-cluster``: never all its zones, never a credential.
+        """
+        if self.given_name:
+            return self.given_name
+        zone = self.zones[0].rstrip(".") or "."
+        if self.manifests:
+            source = "manifests"
+        elif self.kubeconfig:
+            source = self.context or "kubeconfig"
+        elif self.endpoint:
+            source = urlsplit(self.endpoint).netloc or self.endpoint
+        else:
+            source = "in-cluster"
+        return f"{zone}@{source}"
 
 
 def _selector(d: Directive) -> Selector:
@@ -98,6 +118,13 @@ def _tls(c: Directive, zones: tuple[str, ...]) -> dict:
 def _kubeconfig(c: Directive, zones: tuple[str, ...]) -> dict:
     args = arg_count(c, 1, 2)
     return {"kubeconfig": args[0], "context": args[1] if len(args) == 2 else ""}
+
+
+def _name(c: Directive, zones: tuple[str, ...]) -> dict:
+    (name,) = arg_count(c, 1, 1)
+    if not NAME.fullmatch(name):
+        raise c.error(f"invalid stanza name {name!r}: letters, digits and . _ - @ : only, at most 63")
+    return {"given_name": name}
 
 
 def _pods(c: Directive, zones: tuple[str, ...]) -> dict:
@@ -190,6 +217,7 @@ PARSERS: dict[str, Callable[[Directive, tuple[str, ...]], dict]] = {
     "apiserver_max_inflight": _number(int),
     "zonal": _flag,
     "manifests": _manifests,
+    "name": _name,
 }
 PROPERTIES = tuple(PARSERS)
 

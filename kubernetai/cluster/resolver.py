@@ -32,6 +32,8 @@ __all__ = ["KubernetesResolver"]
 class KubernetesResolver(ZoneResolver):
     """The IResolver of one ``kubernetai`` stanza."""
 
+    plugin_name = "kubernetai"  # the ``plugin`` label of coredns_dns_responses_total
+
     def __init__(self, opts: KubernetesOptions, store: ClusterStore, local_ips: Sequence[str] = ()) -> None:
         ZoneResolver.__init__(self)
         self.zones = opts.zones
@@ -45,6 +47,11 @@ class KubernetesResolver(ZoneResolver):
     @property
     def synced(self) -> bool:
         return self.store.synced
+
+    @property
+    def cluster_name(self) -> str:
+        """The stanza's name (``name NAME``, or its default), the ``cluster`` label of our metrics."""
+        return self.opts.name()
 
     def cache_version(self) -> tuple[int, bool]:
         """Our answers depend only on this (the server's answer cache checks it)."""

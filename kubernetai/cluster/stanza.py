@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from twisted.application.service import IService, MultiService
@@ -18,6 +20,7 @@ from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.resolver import KubernetesResolver
 from kubernetai.cluster.store import ClusterStore
 from kubernetai.cluster.watch import ResourceSpec, Watcher
+from kubernetai.metrics import Histogram
 
 __all__ = ["resource_specs", "KubernetesCluster"]
 
@@ -123,18 +126,89 @@ class KubernetesCluster(KubernetesResolver, MultiService):
         that /ready should show, though the last good data keeps serving)."""
         return self.synced and not any(w.refused for w in self if isinstance(w, Watcher))
 
+    def _watchers(self) -> list[Watcher]:
+        return [w for w in self if isinstance(w, Watcher)]
+
+    @property
+    def connected(self) -> bool:
+        """Every watch established (a manifests stanza is always "connected" to its files)."""
+        watchers = self._watchers()
+        return self.opts.manifests != () or (bool(watchers) and all(w.state == "watching" for w in watchers))
+
+    def source(self) -> dict:
+        """Where the data comes from, without credentials (endpoint URLs never carry any: options.py)."""
+        if self.opts.manifests:
+            return {"manifests": list(self.opts.manifests)}
+        if self.opts.kubeconfig:
+            return {"kubeconfig": self.opts.kubeconfig, "context": self.opts.context or None}
+        if self.opts.endpoint:
+            return {"endpoints": list(self.opts.endpoints)}
+        return {"in_cluster": True}
+
     def status(self) -> dict:
-        watchers = [w for w in self if isinstance(w, Watcher)]
+        """What /status shows of this stanza (times in ISO 8601, UTC)."""
+        watchers = self._watchers()
         snapshot = [s.status() for s in self if hasattr(s, "patterns")]
+        failed = max(((w.last_error_at, w.last_error) for w in watchers if w.last_error), default=None)
+        connected = self.connected
+        states = [w.since for w in watchers if w.since]
         return {
-            **({"manifests": snapshot[0]} if snapshot else {}),
+            "name": self.opts.name(),
             "zones": list(self.opts.zones),
-            "cluster": self.opts.connection_name(),
+            "source": self.source(),
+            **({"manifests": snapshot[0]} if snapshot else {}),
             **({"endpoint": self.connection.url_in_use} if self.connection is not None else {}),
             "synced": self.store.synced,
-            "connected": bool(snapshot) or (bool(watchers) and all(w.state == "watching" for w in watchers)),
-            "last_sync": self.store.last_sync,
+            "connected": connected,
+            # since when connected (the last watch to connect), or disconnected (the first to drop)
+            "since": _iso((max(states) if connected else min(states)) if states else 0.0),
+            "last_sync": _iso(self.store.last_sync),
+            "last_error": failed[1] if failed else None,
+            "last_error_at": _iso(failed[0]) if failed else None,
+            "retries": sum(w.backoff.failures for w in watchers),
             "generation": self.store.generation,
             "objects": self.store.counts(),
-            "watches": {w.spec.describe(): w.state for w in watchers},
+            "resources": {
+                w.spec.describe(): {
+                    "state": w.state,
+                    "since": _iso(w.since),
+                    "resource_version": w.rv,
+                    "events": w.events,
+                    "restarts": dict(w.restarts),
+                    "relists": dict(w.relists),
+                }
+                for w in watchers
+            },
         }
+
+    def metrics_state(self) -> dict:
+        """What the metrics collector reads at scrape time (kubernetai.metrics)."""
+        watchers = self._watchers()
+        api: Counter[str] = Counter()
+        for client in {id(w.api): w.api for w in watchers}.values():
+            api.update(client.codes)
+        programming: dict[str, Histogram] = {}
+        for w in watchers:
+            for kind, h in w.programming.items():
+                total = programming.setdefault(kind, Histogram(h.bounds))
+                total.counts = [a + b for a, b in zip(total.counts, h.counts, strict=True)]
+                total.sum += h.sum
+        return {
+            "synced": self.store.synced,
+            "connected": self.connected,
+            "objects": self.store.counts(),
+            "last_sync": self.store.last_sync,
+            "generation": self.store.generation,
+            "last_event": max((w.last_event_at for w in watchers), default=0.0),
+            "restarts": Counter({(w.spec.describe(), r): n for w in watchers for r, n in w.restarts.items()}),
+            "relists": Counter({(w.spec.describe(), r): n for w in watchers for r, n in w.relists.items()}),
+            "api_requests": api,
+            "programming": programming,
+        }
+
+
+def _iso(seconds: float) -> str | None:
+    """Unix seconds as ISO 8601 (UTC); None for never."""
+    if not seconds:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

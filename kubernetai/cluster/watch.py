@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import json
 import random
+import re
+from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 from twisted.application.service import Service
 from twisted.internet import defer, task
+from twisted.internet.error import ConnectError
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web._newclient import ResponseNeverReceived
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
@@ -30,6 +35,7 @@ from kubernetai.cluster import kinds
 from kubernetai.cluster.kubeapi import ApiClient, ApiError
 from kubernetai.cluster.objects import ObjectError
 from kubernetai.cluster.store import ClusterStore
+from kubernetai.metrics import PROGRAMMING_BUCKETS, Histogram
 
 __all__ = ["ResourceSpec", "Watcher", "Gone", "WatchError", "Backoff"]
 
@@ -189,6 +195,15 @@ class Watcher(Service):
     gone_in_a_row: int = 0
     state: str = "starting"
     events: int = 0
+    # For /status and metrics: since when in this state, the last failure, counters by reason.
+    since: float = 0.0
+    last_error: str = ""
+    last_error_at: float = 0.0
+    last_event_at: float = 0.0
+    restarts: Counter[str] = attrs.Factory(Counter)
+    relists: Counter[str] = attrs.Factory(Counter)
+    programming: dict[str, Histogram] = attrs.Factory(dict)  # service_kind → DNS programming latency
+    _relist_reason: str = "initial"
     _loop: defer.Deferred | None = None
     _current: Any = None
 
@@ -218,6 +233,7 @@ class Watcher(Service):
         """Log only when the state changes, never once per retry."""
         if state != self.state:
             self.state = state
+            self.since = self.clock.seconds()
             getattr(log, level)(
                 "{cluster}: {resource}: {state}", cluster=self.cluster, resource=self.spec.describe(), state=state
             )
@@ -227,6 +243,7 @@ class Watcher(Service):
         while self.running:
             try:
                 if self.rv is None:
+                    self.relists[self._relist_reason] += 1
                     self.rv = yield self._list()
                     self.backoff.reset()  # listing works: a later failure starts from the first delay
                     self._state("synced")
@@ -237,6 +254,8 @@ class Watcher(Service):
                 self.gone_in_a_row = 0
             except Gone:
                 self.rv = None
+                self._relist_reason = "gone"
+                self._failed("gone", "resourceVersion too old (410 Gone)")
                 self.gone_in_a_row += 1
                 self._state("resourceVersion too old (410 Gone): relisting")
                 if self.gone_in_a_row > 1:  # a fresh list's version is gone too: do not spin
@@ -249,6 +268,7 @@ class Watcher(Service):
                     return
                 # Any other failure breaks a run of 410s: a 410 after reconnecting is expected.
                 self.gone_in_a_row = 0
+                self._failed(_reason(e), _describe(e))
                 delay = self.backoff.next(None if isinstance(e, ApiError) else CONNECT_RETRY_CAP)
                 if isinstance(e, ApiError) and e.retry_after:
                     delay = max(delay, e.retry_after)
@@ -261,6 +281,11 @@ class Watcher(Service):
                 else:
                     self._state(f"{_describe(e)}; retrying with backoff{self._serving()}", "warn")
                 yield self._sleep(delay)
+
+    def _failed(self, reason: str, text: str) -> None:
+        self.restarts[reason] += 1
+        self.last_error = text
+        self.last_error_at = self.clock.seconds()
 
     def _serving(self) -> str:
         return ", serving the last good data" if self.store.synced else ""
@@ -320,6 +345,9 @@ class Watcher(Service):
                 raise
             if not isinstance(data, dict) or not isinstance(data.get("items"), list):
                 raise WatchError("list answer without items")
+            if self.spec.kind == "EndpointSlice":
+                for item in data["items"]:
+                    self._programmed(item)
             shrunk = (self._shrink(item) for item in data["items"])
             relist.page([value for value in shrunk if value is not None])
             meta = data.get("metadata") or {}
@@ -357,6 +385,29 @@ class Watcher(Service):
         finally:
             self._current = None
 
+    def _programmed(self, obj: Any) -> None:
+        """CoreDNS's DNS programming latency: now minus the endpoints controller's trigger time.
+
+        As CoreDNS, only for a slice whose Service we know, also for slices of
+        the first list (which makes large values at start-up there too).
+        """
+        meta = (obj.get("metadata") if isinstance(obj, dict) else None) or {}
+        if not isinstance(meta, dict):
+            return
+        trigger = (meta.get("annotations") or {}).get(TRIGGER_TIME)
+        service = (meta.get("labels") or {}).get("kubernetes.io/service-name")
+        if not isinstance(trigger, str) or not isinstance(service, str):
+            return
+        when = _rfc3339(trigger)
+        svc = self.store.service(str(meta.get("namespace") or ""), service) if when is not None else None
+        if svc is None or when is None:
+            return
+        kind = "headless_with_selector" if svc.headless else "cluster_ip"
+        h = self.programming.get(kind)
+        if h is None:
+            h = self.programming[kind] = Histogram(PROGRAMMING_BUCKETS)
+        h.observe(max(0.0, self.clock.seconds() - when))
+
     def _shrink(self, obj: Any) -> Any:
         """The compact object, or None (logged) for one that is malformed."""
         try:
@@ -383,13 +434,17 @@ class Watcher(Service):
             if rv:
                 self.rv = rv
             self.store.touch_sync()
+            self.last_event_at = self.clock.seconds()
             return
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             raise WatchError(f"unknown watch event type {kind!r}")
         value = self._shrink(obj)
         if value is not None:
             self.store.apply(kind, self.spec.kind, value)
+            if self.spec.kind == "EndpointSlice":
+                self._programmed(obj)
         self.events += 1
+        self.last_event_at = self.clock.seconds()
         if rv:
             self.rv = rv
         self.store.touch_sync()
@@ -448,3 +503,31 @@ def _describe(e: BaseException) -> str:
         return str(e)
     text = str(e) or type(e).__name__
     return f"{type(e).__name__}: {text}"[:300]
+
+
+TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def _rfc3339(text: str) -> float | None:
+    """A Kubernetes RFC 3339 time (nanoseconds allowed) as Unix seconds, or None."""
+    try:
+        when = datetime.fromisoformat(_FRACTION.sub(r"\1", text.replace("Z", "+00:00")))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def _reason(e: BaseException) -> str:
+    """Why a watch or list failed, in one word: the ``reason`` label of watch restarts."""
+    if isinstance(e, ApiError):
+        return f"http_{e.code}"
+    if isinstance(e, (defer.TimeoutError, defer.CancelledError)):
+        return "timeout"
+    if isinstance(e, ConnectError | ResponseNeverReceived):
+        return "connection"
+    if isinstance(e, WatchError):
+        return "stream"
+    return "error"

@@ -64,6 +64,8 @@ def search_list(path: str) -> list[str]:
 
 
 class AutopathResolver(ZoneResolver):
+    plugin_name = "autopath"  # the ``plugin`` label of coredns_dns_responses_total
+
     def __init__(self, zones: tuple[str, ...], static: list[str] | None, host_search: list[str]) -> None:
         super().__init__()
         self.zones = zones

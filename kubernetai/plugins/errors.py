@@ -47,16 +47,15 @@ class ErrorLogger:
                 rule.count += 1
                 return
         if self.stacktrace:
-            log.failure("[ERROR] plugin/errors: {message}", event.failure, message=message)
+            log.failure("plugin/errors: {message}", event.failure, message=message)
         else:
-            log.error("[ERROR] plugin/errors: {message}", message=message)
+            log.error("plugin/errors: {message}", message=message)
 
     def _flush(self, rule: Consolidation) -> None:
         n, rule.count = rule.count, 0
         emit = {"warning": log.warn, "error": log.error, "info": log.info, "debug": log.debug}[rule.level]
         emit(
-            "[{severity}] plugin/errors: {n} errors like '{pattern}' occurred in last {period}s",
-            severity=rule.level.upper(),
+            "plugin/errors: {n} errors like '{pattern}' occurred in last {period}s",
             n=n,
             pattern=rule.pattern.pattern,
             period=rule.period,

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Generator, Sequence
+import time
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
 import attrs
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.names import client, dns, error
 
 from kubernetai import outcome
 from kubernetai.corefile import Directive
+from kubernetai.metrics import TIME_BUCKETS, Histogram
 from kubernetai.plugin import SetupContext
 from kubernetai.question import Question, ZoneResolver
+from kubernetai.request import rcode_name
 from kubernetai.values import arg_count, integer, ip_port, zone_args
 from kubernetai.zones import is_subdomain
 
@@ -60,6 +64,8 @@ class _QuietClient(client.Resolver):
 class ForwardResolver(ZoneResolver):
     """Relays queries under ``zone`` to upstream DNS servers."""
 
+    plugin_name = "forward"  # the ``plugin`` label of coredns_dns_responses_total
+
     zone: str
     upstreams: Sequence[tuple[str, int]]
     reactor: object = None
@@ -68,6 +74,8 @@ class ForwardResolver(ZoneResolver):
     policy: str = "random"
     max_concurrent: int = 0
     in_flight: int = 0
+    rejects: int = 0  # queries refused at max_concurrent
+    durations: dict[tuple[str, str], Histogram] = attrs.Factory(dict)  # (upstream, rcode) → seconds
     _next: int = 0
     _clients: list = attrs.Factory(list)
 
@@ -90,6 +98,7 @@ class ForwardResolver(ZoneResolver):
         if any(is_subdomain(q.lname, z) for z in self.excluded):
             return defer.fail(outcome.NotMine(name))
         if self.max_concurrent and self.in_flight >= self.max_concurrent:
+            self.rejects += 1
             return defer.fail(outcome.Reply(dns.EREFUSED))
         self.in_flight += 1
         d: defer.Deferred = self._ask(self._order(), [dns.Query(name, type, cls)])
@@ -105,6 +114,7 @@ class ForwardResolver(ZoneResolver):
         last: Exception = outcome.ServerFailure("no upstream answered")
         for upstream in clients:
             message: dns.Message
+            started = self._seconds()
             try:
                 if self.force_tcp:
                     message = yield upstream.queryTCP(queries, TIMEOUT[0])
@@ -115,6 +125,7 @@ class ForwardResolver(ZoneResolver):
             except (defer.TimeoutError, error.DNSQueryTimeoutError, CannotListenError, OSError) as e:
                 last = outcome.ServerFailure(f"upstream {upstream.servers[0]} failed: {e!r}")
                 continue
+            self._observe(upstream.servers[0], message.rCode, self._seconds() - started)
             if message.rCode == dns.OK:
                 return (message.answers, message.authority, [r for r in message.additional if r.type != 41])
             raise outcome.Reply(
@@ -125,6 +136,34 @@ class ForwardResolver(ZoneResolver):
                 bool(message.auth),
             )
         raise last
+
+    def _seconds(self) -> float:
+        return float(getattr(self.reactor, "seconds", time.monotonic)())
+
+    def _observe(self, upstream: tuple[str, int], rcode: int, seconds: float) -> None:
+        host, port = upstream
+        key = (f"[{host}]:{port}" if ":" in host else f"{host}:{port}", rcode_name(rcode))
+        h = self.durations.get(key)
+        if h is None:
+            h = self.durations[key] = Histogram(TIME_BUCKETS)
+        h.observe(seconds)
+
+    def metrics(self) -> Iterator[Metric]:
+        """CoreDNS's forward and proxy families (no health checks here: those stay empty)."""
+        durations = HistogramMetricFamily(
+            "coredns_proxy_request_duration_seconds",
+            "Histogram of the time each request took.",
+            labels=["proxy_name", "to", "rcode"],
+        )
+        for (to, rcode), h in sorted(self.durations.items()):
+            durations.add_metric(["forward", to, rcode], h.buckets(), h.sum)
+        yield durations
+        rejects = CounterMetricFamily(
+            "coredns_forward_max_concurrent_rejects",
+            "Counter of the number of queries rejected because the concurrent queries were at maximum.",
+        )
+        rejects.add_metric([], self.rejects)
+        yield rejects
 
 
 def parse(d: Directive, reactor: object) -> ForwardResolver:
@@ -165,5 +204,6 @@ def parse(d: Directive, reactor: object) -> ForwardResolver:
 def setup(d: Directive, ctx: SetupContext) -> ForwardResolver:
     ctx.once(d)
     resolver = parse(d, ctx.reactor)
+    ctx.server.metric_sources.append(resolver.metrics)
     ctx.recursive = True
     return resolver

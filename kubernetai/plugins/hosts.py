@@ -11,8 +11,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import stat
+import time
+from collections.abc import Iterator
 
 import attrs
+from prometheus_client.core import GaugeMetricFamily, Metric
 from twisted.application.internet import TimerService
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -82,6 +85,8 @@ def file_problem(st: os.stat_result | None) -> str:
 class HostsResolver(ZoneResolver):
     """An IResolver over a hosts file plus inline entries."""
 
+    plugin_name = "hosts"  # the ``plugin`` label of coredns_dns_responses_total
+
     zones: tuple[str, ...]
     path: str | None = None
     inline: list[tuple[str, list[str]]] = attrs.Factory(list)
@@ -90,6 +95,7 @@ class HostsResolver(ZoneResolver):
     fallthrough: Fallthrough = Fallthrough()
     table: HostsTable = attrs.Factory(HostsTable)
     version: int = 0  # bumped whenever the table is replaced
+    reloaded_at: float = 0.0  # when the table was last (re)built, Unix time
     _stamp: tuple | None = None  # (mtime, size, inode) of the file last read
     _loaded: bool = False
     _failing: bool = False
@@ -130,6 +136,21 @@ class HostsResolver(ZoneResolver):
         self.table = table
         self.version += 1
         self._loaded = True
+        self.reloaded_at = time.time()
+
+    def metrics(self) -> Iterator[Metric]:
+        """CoreDNS's hosts families: entries (per file) and the last reload time."""
+        entries = GaugeMetricFamily(
+            "coredns_hosts_entries", "The combined number of entries in hosts and Corefile.", labels=["hostsfile"]
+        )
+        t = self.table
+        entries.add_metric([self.path or ""], len(t.v4) + len(t.v6))
+        yield entries
+        stamp = GaugeMetricFamily(
+            "coredns_hosts_reload_timestamp_seconds", "The timestamp of the last reload of hosts file."
+        )
+        stamp.add_metric([], self.reloaded_at)
+        yield stamp
 
     def cache_version(self) -> int:
         """Our answers depend only on the current table (replaced on each reload)."""
@@ -203,6 +224,7 @@ def parse(d: Directive, block_zones: tuple[str, ...]) -> tuple[HostsResolver, fl
 def setup(d: Directive, ctx: SetupContext) -> HostsResolver:
     ctx.once(d)
     resolver, period = parse(d, ctx.zones)
+    ctx.server.metric_sources.append(resolver.metrics)
     if period > 0 and resolver.path:
         timer = TimerService(period, resolver.reload)
         timer.clock = ctx.reactor

@@ -32,6 +32,15 @@ class HTTPListener(StreamServerEndpointService):
         return port
 
 
+class QuietSite(server.Site):
+    """A site that logs neither its factory starting nor one line per request (probes every few seconds)."""
+
+    noisy = False
+
+    def log(self, request: object) -> None:
+        pass
+
+
 class Page(resource.Resource):
     """A leaf that answers GET with whatever ``render_page`` returns."""
 
@@ -61,7 +70,7 @@ def parse_address(d: Directive, text: str) -> tuple[str, int]:
     return host, integer(d, port, 0, 65535, "port")
 
 
-def mount(ctx: SetupContext, d: Directive, address: str, path: bytes, page: Page) -> None:
+def mount(ctx: SetupContext, d: Directive, address: str, path: bytes, page: resource.Resource) -> None:
     """Serve ``page`` at ``path`` on ``address``; a path is served once per address."""
     host, port = parse_address(d, address)
 
@@ -72,8 +81,7 @@ def mount(ctx: SetupContext, d: Directive, address: str, path: bytes, page: Page
             endpoint = TCP6ServerEndpoint(ctx.reactor, port, interface=host)
         else:
             endpoint = TCP4ServerEndpoint(ctx.reactor, port, interface=host)
-        site = server.Site(root)
-        site.noisy = False
+        site = QuietSite(root)
         svc = HTTPListener(endpoint, site)
         svc._raiseSynchronously = True
         svc.setName(f"http {host or '*'}:{port}")

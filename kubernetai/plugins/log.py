@@ -3,7 +3,7 @@
 ``log [NAMES...] [FORMAT] { class success|denial|error|all }``; the
 default line is CoreDNS's::
 
-    [INFO] 127.0.0.1:52733 - 11754 "A IN svc.ns.svc.cluster.local. udp 29 false 512" NOERROR qr,aa,rd 106 0.0001s
+    127.0.0.1:52733 - 11754 "A IN svc.ns.svc.cluster.local. udp 29 false 512" NOERROR qr,aa,rd 106 0.0001s
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ class LogRule:
             return
         if "all" not in self.classes and classify(event) not in self.classes:
             return
-        log.info("[INFO] {line}", line=render(self.fmt, event))
+        # No "[INFO]" of our own: twistd's observer already says the level ("[kubernetai.log#info]").
+        log.info("{line}", line=render(self.fmt, event))
 
 
 def parse(d: Directive) -> LogRule:

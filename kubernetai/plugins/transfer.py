@@ -23,6 +23,8 @@ from kubernetai.values import arg_count, check_known, zone_args
 
 
 class TransferResolver(ZoneResolver):
+    plugin_name = "transfer"  # the ``plugin`` label of coredns_dns_responses_total
+
     def __init__(self, zones: tuple[str, ...], allowed: list) -> None:
         super().__init__()
         self.zones = zones

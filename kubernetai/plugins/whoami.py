@@ -19,6 +19,8 @@ from kubernetai.values import arg_count, no_block
 
 
 class WhoamiResolver(common.ResolverBase):
+    plugin_name = "whoami"  # the ``plugin`` label of coredns_dns_responses_total
+
     def _lookup(self, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
         info = current_request()
         host, port = info.host, info.port
