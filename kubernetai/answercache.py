@@ -142,6 +142,9 @@ class CachedAnswer:
     ancount: int
     # What metrics and the errors plugin need of a hit, without parsing the query again.
     failure: Any = None  # why a cached SERVFAIL failed (a Failure), for the errors plugin
+    qtype: int = 0
+    lname: str = ""  # the question, lower-cased with its final dot (for ``acl``, asked again on each hit)
+    rotation_run: Any = None  # rotation.address_run() of the body, for ``loadbalance``
     metric_head: Any = None  # kubernetai.metrics.head() of a metered block's answer
     metric_sums: Any = None  # and its running sums in the listener's QueryMeter
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import attrs
@@ -93,19 +93,27 @@ def _build_block(
 ) -> BlockPlan:
     ctx = SetupContext(server=server, zones=zones, port=port, keys=sb.keys)
     ordered: list[Directive] = sorted(sb.directives, key=lambda d: order_of(d.name, directives))
-    resolvers = []
+    resolvers: list[Any] = []
     for d in ordered:
         made = directives[d.name](d, ctx)
         if made is not None:
             resolvers.append(made)
+    outer = resolvers
+    for i, r in enumerate(resolvers):
+        if getattr(r, "wraps_rest", False):  # cache: the resolvers after it are asked through it
+            r.rest = chain(resolvers[i + 1 :])
+            outer = resolvers[: i + 1]
+            break
     block = Block(
         zones,
-        chain(resolvers),
+        chain(outer),
         ctx.observers,
         ctx.recursive,
         label=", ".join(sb.keys),
         classes=Block.classes_of(resolvers),
         metered=ctx.metered,
+        rotate=ctx.rotate,
+        gate=ctx.gate,
         plugins=tuple(dict.fromkeys(d.name for d in ordered)),
     )
     for user in ctx.chain_users:
@@ -120,9 +128,11 @@ def build(
     default_port: int,
     reactor: Any,
     directives: Mapping[str, Setup] | None = None,
+    previous: Plan | None = None,
 ) -> Plan:
+    """Build every block; ``previous``, the running plan on a reload, lends what has not changed."""
     directives = registry() if directives is None else directives
-    server = ServerContext(reactor)
+    server = ServerContext(reactor, previous=previous.server if previous is not None else None)
     plans: list[BlockPlan] = []
     seen: dict[tuple[str, int], ServerBlock] = {}
     for sb in blocks:
@@ -141,17 +151,45 @@ def build(
     return Plan(plans, server)
 
 
-def load(path: str, default_port: int, reactor: Any, environ: Mapping[str, str] | None = None) -> Plan:
+def load(
+    path: str,
+    default_port: int,
+    reactor: Any,
+    environ: Mapping[str, str] | None = None,
+    previous: Plan | None = None,
+) -> Plan:
     """Parse and build a Corefile file; raises CorefileError with file:line."""
     directives = registry()
-    return build(parse_file(path, directives.__contains__, environ), default_port, reactor, directives)
+    blocks = parse_file(path, directives.__contains__, environ, directives)
+    return build(blocks, default_port, reactor, directives, previous)
 
 
 def load_text(
-    text: str, default_port: int, reactor: Any, file: str = "Corefile", environ: Mapping[str, str] | None = None
+    text: str,
+    default_port: int,
+    reactor: Any,
+    file: str = "Corefile",
+    environ: Mapping[str, str] | None = None,
+    previous: Plan | None = None,
 ) -> Plan:
     directives = registry()
-    return build(parse_text(text, file, directives.__contains__, environ), default_port, reactor, directives)
+    blocks = parse_text(text, file, directives.__contains__, environ, directives)
+    return build(blocks, default_port, reactor, directives, previous)
+
+
+def _resolvers_in(resolver: Any) -> list[Any]:
+    """Every resolver of a block's chain, those asked through ``cache`` included."""
+    out = []
+    for r in getattr(resolver, "resolvers", ()):
+        out.append(r)
+        if getattr(r, "rest", None) is not None:
+            out.extend(_resolvers_in(r.rest))
+    return out
+
+
+def _server_label(addr: str, port: int) -> str:
+    """CoreDNS's ``server`` label: ``dns://ADDRESS:PORT``."""
+    return f"dns://[{addr}]:{port}" if ":" in addr else f"dns://{addr}:{port}"
 
 
 def _ipv6_available() -> bool:
@@ -171,41 +209,112 @@ class KubernetaiService(MultiService):
     UDP binds first, then TCP on the same port number (so port 0 works).
     """
 
-    def __init__(self, plan: Plan, reactor: Any, exit_on_listen_error: bool = False) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        reactor: Any,
+        exit_on_listen_error: bool = False,
+        loader: Callable[[Plan], Plan] | None = None,
+    ) -> None:
         super().__init__()
         self.exit_on_listen_error = exit_on_listen_error
         self.plan = plan
         self.reactor = reactor
+        # Builds the next plan from the Corefile (given the running one) on a reload; see reload.py.
+        self.loader = loader
         self.ports: list[Any] = []
         self.factories: dict[tuple[str, int], KubeDNSServerFactory] = {}
+        # (address, port as configured) → its factory and ports: port 0 stays what it got.
+        self._listeners: dict[tuple[str, int], tuple[KubeDNSServerFactory, int, list[Any]]] = {}
         for svc in plan.server.services:
             svc.setServiceParent(self)
 
     def privilegedStartService(self) -> None:
         if self.factories:
             return
-        wildcard = "::" if _ipv6_available() else ""
         for (addr, port), blocks in self.plan.listeners().items():
-            factory = KubeDNSServerFactory(blocks=blocks)
+            factory = self._listen(addr, port, blocks)
             if self.plan.server.startup:
                 factory.hold()
-            interface = addr or wildcard
-            try:
-                actual = self._listen_pair(port, factory, interface)
-            except CannotListenError as e:
-                self._cannot_listen(interface, port, e, "")
-            self.factories[(addr, actual)] = factory
-            self._meter(factory, blocks, f"dns://{addr}:{actual}" if ":" not in addr else f"dns://[{addr}]:{actual}")
-            log.info(
-                "kubernetai: listening on {addr} port {port} (udp+tcp) for {zones}",
-                addr=interface or "*",
-                port=actual,
-                zones=" ".join(z for b in blocks for z in b.zones),
-            )
         try:  # the HTTP listeners (health, ready), before anything is served
             MultiService.privilegedStartService(self)
         except CannotListenError as e:
             self._cannot_listen(e.interface, e.port, e, " (HTTP)")
+
+    def _listen(self, addr: str, port: int, blocks: Sequence[Block]) -> KubeDNSServerFactory:
+        factory = KubeDNSServerFactory(blocks=blocks)
+        interface = addr or ("::" if _ipv6_available() else "")
+        try:
+            pair = listen_udp_tcp(self.reactor, port, factory.datagram_protocol, factory, interface)
+        except CannotListenError as e:
+            self._cannot_listen(interface, port, e, "")
+        self.ports += [pair.udp, pair.tcp]
+        self.factories[(addr, pair.port)] = factory
+        self._listeners[(addr, port)] = (factory, pair.port, [pair.udp, pair.tcp])
+        self._meter(factory, blocks, _server_label(addr, pair.port))
+        self._tell_listening(blocks, addr, pair.port)
+        log.info(
+            "kubernetai: listening on {addr} port {port} (udp+tcp) for {zones}",
+            addr=interface or "*",
+            port=pair.port,
+            zones=" ".join(z for b in blocks for z in b.zones),
+        )
+        return factory
+
+    def _tell_listening(self, blocks: Sequence[Block], addr: str, port: int) -> None:
+        """Resolvers that want to know where the server listens (``loop`` probes itself there)."""
+        for block in blocks:
+            for r in _resolvers_in(block.resolver):
+                hook = getattr(r, "listening", None)
+                if hook is not None:
+                    hook(addr if addr and addr not in ("::", "0.0.0.0") else "127.0.0.1", port)
+
+    @defer.inlineCallbacks
+    def adopt(self, plan: Plan) -> Any:
+        """Serve ``plan`` instead of the running one, without closing a listener that stays.
+
+        Factories on addresses that stay get the new blocks at once (between
+        two queries: none is lost), new addresses are listened on, gone ones
+        closed; services of the new plan start, those it no longer has stop
+        (a stanza it kept is the same object, and keeps running).
+        """
+        old, self.plan = self.plan, plan
+        plan.server.previous = None  # no chain of every configuration ever loaded
+        plan.server.answer_caches.clear()
+        if plan.server.metrics is not None:
+            plan.server.metrics.bind(plan.server)
+            plan.server.metrics.enabled.clear()
+            plan.server.metrics.panic_counts.clear()
+        wanted = plan.listeners()
+        for key, blocks in wanted.items():
+            if key in self._listeners:
+                factory, actual, _ = self._listeners[key]
+                factory.set_blocks(blocks)
+                factory.meter = None
+                self._meter(factory, blocks, _server_label(key[0], actual))
+            else:
+                try:
+                    self._listen(key[0], key[1], blocks)
+                except CannotListenError as e:
+                    log.error("reload: cannot listen on {addr} port {port}: {e}", addr=key[0] or "*", port=key[1], e=e)
+        for key in [k for k in self._listeners if k not in wanted]:
+            factory, actual, ports = self._listeners.pop(key)
+            del self.factories[(key[0], actual)]
+            for p in ports:
+                self.ports.remove(p)
+            yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+        keep = set(plan.server.services)
+        for svc in [s for s in old.server.services if s not in keep and s.parent is self]:
+            yield defer.maybeDeferred(svc.disownServiceParent)
+        for svc in plan.server.services:
+            if svc.parent is not self:
+                try:
+                    svc.setServiceParent(self)
+                except CannotListenError as e:
+                    log.error("reload: {name} cannot listen: {e}", name=svc.name, e=e)
+            adopted = getattr(svc, "on_adopt", None)
+            if adopted is not None:
+                adopted()
 
     def _meter(self, factory: KubeDNSServerFactory, blocks: Sequence[Block], server: str) -> None:
         """Count this listener's queries if a block on it has ``prometheus`` (CoreDNS's ``server`` label).
@@ -253,11 +362,6 @@ class KubernetaiService(MultiService):
                 )
         for factory in self.factories.values():
             factory.release()
-
-    def _listen_pair(self, port: int, factory: KubeDNSServerFactory, interface: str) -> int:
-        pair = listen_udp_tcp(self.reactor, port, factory.datagram_protocol, factory, interface)
-        self.ports += [pair.udp, pair.tcp]
-        return pair.port
 
     def addresses(self) -> list[tuple[str, int]]:
         """The (address, port) pairs actually listened on."""

@@ -8,10 +8,11 @@ configuration before it starts anything.
 
 from __future__ import annotations
 
+import difflib
 import glob
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import attrs
 
@@ -42,6 +43,37 @@ class CorefileError(Exception):
         self.file = file
         self.line = line
         self.message = message
+        self.errors: tuple[CorefileError, ...] = (self,)
+
+    @classmethod
+    def several(cls, errors: list[CorefileError]) -> CorefileError:
+        """All of ``errors`` in one exception: one ``file:line: problem`` line each."""
+        if len(errors) == 1:
+            return errors[0]
+        first = errors[0]
+        combined = cls(first.file, first.line, first.message)
+        combined.errors = tuple(errors)
+        combined.args = ("\n".join(str(e) for e in errors),)
+        return combined
+
+
+# CoreDNS's plugins (its plugin.cfg, 1.15), to tell "not available here" from a typo.
+COREDNS_PLUGINS = frozenset(
+    """root metadata geoip cancel proxyproto quic grpc_server https https3 timeouts multisocket reload nsid
+    bufsize bind debug trace ready health pprof shed prometheus errors log dnstap local dns64 siit any chaos
+    loadbalance tsig rewrite autopath acl cache header dnssec tls minimal template transfer dynupdate hosts
+    route53 azure clouddns k8s_external kubernetes file auto secondary etcd loop forward grpc erratic whoami
+    on sign view nomad""".split()
+)
+
+
+def unknown_directive(name: str, known: Iterable[str]) -> str:
+    """Why ``name`` is refused: a CoreDNS plugin we lack, or a near miss of one we have."""
+    if name in COREDNS_PLUGINS:
+        return f"CoreDNS plugin '{name}' is not available in kubernetai"
+    close = difflib.get_close_matches(name, sorted(set(known)), n=1, cutoff=0.75)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown directive '{name}'{hint}"
 
 
 @attrs.frozen
@@ -175,11 +207,14 @@ class _Parser:
         file: str,
         is_directive: DirectiveCheck,
         environ: Mapping[str, str],
+        names: Iterable[str] = (),
     ) -> None:
         self.tokens = tokens
         self.file = file
         self.cursor = -1
         self.is_directive = is_directive
+        self.names = tuple(names)  # the directives we have, for "did you mean"
+        self.unknown: list[CorefileError] = []
         self.environ = environ
         self.snippets: dict[str, list[Token]] = {}
         self.snippet_expansions = 0
@@ -230,6 +265,8 @@ class _Parser:
             block = self.parse_one()
             if block is not None:
                 blocks.append(block)
+        if self.unknown:
+            raise CorefileError.several(self.unknown)
         return blocks
 
     def parse_one(self) -> ServerBlock | None:
@@ -325,7 +362,10 @@ class _Parser:
         if name_tok.is_brace("{"):
             raise self.err("unexpected '{': a block must open on its directive's line")
         if not self.is_directive(name_tok.text):
-            raise self.err(f"unknown directive '{name_tok.text}'")
+            # Reported with every other unknown one once the whole file is read.
+            self.unknown.append(
+                CorefileError(name_tok.file, name_tok.line, unknown_directive(name_tok.text, self.names))
+            )
         collected = [name_tok]
         nesting = 0
         while self.next():
@@ -464,10 +504,15 @@ def parse_text(
     file: str,
     is_directive: DirectiveCheck,
     environ: Mapping[str, str] | None = None,
+    names: Iterable[str] = (),
 ) -> list[ServerBlock]:
-    """Parse Corefile text into server blocks (keys not yet normalised)."""
+    """Parse Corefile text into server blocks (keys not yet normalised).
+
+    Every unknown directive is reported at once (``CorefileError.errors``);
+    ``names``, the directives there are, serve "did you mean".
+    """
     env = dict(os.environ if environ is None else environ)
-    parser = _Parser(tokenize(text, file, env), file, is_directive, env)
+    parser = _Parser(tokenize(text, file, env), file, is_directive, env, names)
     return parser.parse_all()
 
 
@@ -475,6 +520,7 @@ def parse_file(
     path: str,
     is_directive: DirectiveCheck,
     environ: Mapping[str, str] | None = None,
+    names: Iterable[str] = (),
 ) -> list[ServerBlock]:
     """Read and parse a Corefile; a missing file is a CorefileError too."""
     try:
@@ -482,7 +528,7 @@ def parse_file(
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise CorefileError(path, 0, f"cannot read Corefile: {e}") from None
-    return parse_text(text, path, is_directive, environ)
+    return parse_text(text, path, is_directive, environ, names)
 
 
 def walk(directives: Sequence[Directive]) -> Iterator[Directive]:

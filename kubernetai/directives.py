@@ -16,36 +16,48 @@ from twisted.logger import Logger
 
 from kubernetai.plugin import Setup
 from kubernetai.plugins import (
+    acl,
     autopath,
     bind,
+    cache,
     errors,
     forward,
     health,
     hosts,
     kubernetai,
+    loadbalance,
     log,
+    loop,
     prometheus,
     ready,
+    reload,
     transfer,
     whoami,
 )
+from kubernetai.plugins import any as any_plugin
 
 __all__ = ["ENTRY_POINT_GROUP", "ORDER", "BUILTIN", "registry", "order_of"]
 
 ENTRY_POINT_GROUP = "kubernetai.directives"
 
-# The subset of CoreDNS's plugin.cfg order that we implement.
+# The subset of CoreDNS's plugin.cfg (1.15) order that we implement.
 ORDER = [
+    "reload",
     "bind",
     "ready",
     "health",
     "prometheus",
     "errors",
     "log",
+    "any",
+    "loadbalance",
     "autopath",
+    "acl",
+    "cache",
     "transfer",
     "hosts",
-    "kubernetai",
+    "kubernetai",  # and "kubernetes", its other name: the same place, Corefile order between them
+    "loop",
     "forward",
     "whoami",
 ]
@@ -59,6 +71,13 @@ BUILTIN: dict[str, Setup] = {
     "log": log.setup,
     "hosts": hosts.setup,
     "kubernetai": kubernetai.setup,
+    "kubernetes": kubernetai.setup_kubernetes,
+    "any": any_plugin.setup,
+    "acl": acl.setup,
+    "cache": cache.setup,
+    "reload": reload.setup,
+    "loop": loop.setup,
+    "loadbalance": loadbalance.setup,
     "forward": forward.setup,
     "whoami": whoami.setup,
     "transfer": transfer.setup,
@@ -84,6 +103,8 @@ def registry() -> dict[str, Setup]:
 
 def order_of(name: str, directives: Mapping[str, Setup]) -> float:
     """Sort key: built-ins by ORDER, third-party ones just before ``forward``."""
+    if name == "kubernetes":
+        name = "kubernetai"
     if name in ORDER:
         return ORDER.index(name)
     return ORDER.index("forward") - 0.5  # third-party resolvers: just before forward

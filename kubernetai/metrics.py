@@ -202,11 +202,19 @@ class Metrics:
         self.meters: dict[str, QueryMeter] = {}
         self.enabled: set[tuple[str, str, str]] = set()  # server, zone, plugin name
         self.panic_counts: list[Callable[[], int]] = []  # each listener's count of errors caught while answering
+        self.reload_failed = 0
+        self.config_hash = ""  # SHA-512 of the Corefile running
         self.clusters: list[Any] = []  # KubernetesCluster, read at scrape time
         self.caches: dict[str, Any] = {}  # server → AnswerCache
         self.sources: list[Source] = []  # plugins' own families (forward, hosts, health…)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+
+    def bind(self, server: Any) -> None:
+        """Read this configuration's parts (a ServerContext's lists, which later blocks still join)."""
+        self.clusters = server.clusters
+        self.sources = server.metric_sources
+        self.caches = server.answer_caches
 
     def meter(self, server: str) -> QueryMeter:
         if server not in self.meters:
@@ -255,6 +263,17 @@ class Metrics:
         for server, zone, name in sorted(self.enabled):
             enabled.add_metric([server, zone, "", name], 1)
         yield enabled
+        failed = CounterMetricFamily("coredns_reload_failed", "Counter of the number of failed reload attempts.")
+        failed.add_metric([], self.reload_failed)
+        yield failed
+        version = GaugeMetricFamily(
+            "coredns_reload_version_info",
+            "A metric with a constant '1' value labeled by hash, and value which type of hash generated.",
+            labels=["hash", "value"],
+        )
+        if self.config_hash:
+            version.add_metric(["sha512", self.config_hash], 1)
+        yield version
         uptime = GaugeMetricFamily("kubernetai_start_time_seconds", "When kubernetai started (Unix time).")
         uptime.add_metric([], self.started)
         yield uptime

@@ -66,6 +66,10 @@ class ServerContext:
     # Answer cache per listener ("dns://ADDR:PORT"), for /status and metrics; filled as listeners open.
     answer_caches: dict[str, Any] = attrs.Factory(dict)
     started: float = attrs.Factory(time.time)
+    # ``reload``: check the Corefile every (interval, jitter) seconds.
+    reload_every: tuple[float, float] | None = None
+    # On a reload, the running configuration's context: what has not changed is taken from it.
+    previous: ServerContext | None = None
     # Plugins' own metric families (callables giving prometheus_client Metrics), read at scrape time.
     metric_sources: list[Callable[[], Any]] = attrs.Factory(list)
     _shared: dict[Hashable, Any] = attrs.Factory(dict)
@@ -75,6 +79,10 @@ class ServerContext:
         if key not in self._shared:
             self._shared[key] = make()
         return self._shared[key]
+
+    def shared_value(self, key: Hashable) -> Any:
+        """What ``shared`` made for ``key``, or None."""
+        return self._shared.get(key)
 
     def add_service(self, service: IService) -> None:
         self.services.append(service)
@@ -92,6 +100,8 @@ class SetupContext:
     bind: list[str] = attrs.Factory(list)
     recursive: bool = False
     metered: bool = False  # the block has ``prometheus``: its queries are counted
+    rotate: bool = False  # ``loadbalance``: address records rotate between answers
+    gate: Any = None  # ``acl``: decide(client, qtype, lname) → allow, block, filter or drop
     seen: set[str] = attrs.Factory(set)
     # Resolvers that want the finished block chain as their ``upstream``.
     chain_users: list[Any] = attrs.Factory(list)

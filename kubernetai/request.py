@@ -78,6 +78,7 @@ class RequestInfo:
     # How many CNAME chases led to this query (an ExternalName's target asked
     # through the chain is one); bounded per request, see MAX_CHASE_DEPTH.
     chase_depth: int = 0
+    dnssec_ok: bool = False  # the query's DO bit (the cache plugin keeps DO answers apart)
 
     def chased(self) -> RequestInfo:
         """The same request, one CNAME chase deeper (same trace: the answer depends on it too)."""

@@ -31,6 +31,7 @@ from kubernetai.answercache import AnswerCache, CachedAnswer
 from kubernetai.metrics import QueryMeter
 from kubernetai.metrics import head as metric_head
 from kubernetai.request import QueryEvent, RequestInfo, Trace, rcode_name, request_info
+from kubernetai.rotation import address_run, rotate_bytes, rotate_records
 from kubernetai.zones import match_zone, normalize
 
 __all__ = ["Block", "KubeDNSServerFactory", "DNSDatagramServerProtocol", "DNSStreamServerProtocol"]
@@ -53,6 +54,13 @@ class Block:
     # The block has ``prometheus``: its queries are counted (the factory's ``meter``).
     metered: bool = False
     plugins: tuple[str, ...] = ()  # its directives, for coredns_plugin_enabled
+    rotate: bool = False  # ``loadbalance``: address records rotate between answers
+    gate: Any = None  # ``acl``: ``decide(client, qtype, lname)`` → allow, block, filter or drop
+    rotation: int = 0  # answers rotated so far
+
+    def next_rotation(self) -> int:
+        self.rotation += 1
+        return self.rotation
 
     @staticmethod
     def classes_of(resolvers: Sequence[object]) -> frozenset[int]:
@@ -89,6 +97,24 @@ def _classify(result: object) -> _Answer:
     if isinstance(exc, NotImplementedError):
         return _Answer(dns.ENOTIMP, failure=result)
     return _Answer(dns.ESERVER, failure=result)
+
+
+class _AclMarker:
+    plugin_name = "acl"  # the ``plugin`` label of what acl refused or filtered
+
+
+_ACL = _AclMarker()
+
+
+def _host(address: tuple) -> str:
+    return address[0] if address else ""
+
+
+def _lname(req: wire.Request) -> str:
+    try:
+        return normalize(req.question.name.name.decode("ascii"))
+    except UnicodeDecodeError:
+        return ""
 
 
 def _family(address: tuple) -> str:
@@ -131,6 +157,12 @@ class KubeDNSServerFactory(DNSServerFactory):
         # Counts the queries of metered blocks (CoreDNS's prometheus plugin), once metrics exist.
         self.meter: QueryMeter | None = None
         self.panics = 0  # errors caught while answering (coredns_panics_total)
+
+    def set_blocks(self, blocks: Sequence[Block]) -> None:
+        """Serve these blocks from now on (a reload); answers made by the old ones are dropped."""
+        self.blocks = list(blocks)
+        self._zones = {z: b for b in reversed(self.blocks) for z in b.zones}
+        self.answer_cache.clear()
 
     # ---------------------------------------------------------- start-up gate
     MAX_HELD = 10000
@@ -181,8 +213,12 @@ class KubeDNSServerFactory(DNSServerFactory):
     def _handle(self, data: bytes, address: tuple, proto: str) -> defer.Deferred:
         start = self._now()
         hit = self.answer_cache.answer(data, proto)
-        if hit is not None:
+        if hit is not None and (
+            hit[0].block.gate is None or hit[0].block.gate.decide(_host(address), hit[0].qtype, hit[0].lname) == "allow"
+        ):
             cached, out = hit
+            if cached.block.rotate and cached.rotation_run is not None:
+                out = rotate_bytes(out, cached.rotation_run, cached.block.next_rotation())
             meter = self.meter
             if meter is not None and cached.metric_head is not None:
                 meter.count(
@@ -230,8 +266,16 @@ class KubeDNSServerFactory(DNSServerFactory):
             return defer.succeed(out)
         zone, block = found
         host, port = (address[0], address[1]) if address else ("", 0)
-        info = RequestInfo(host, port, proto, req.ixfr_serial)
-        if req.question.cls not in block.classes:
+        info = RequestInfo(host, port, proto, req.ixfr_serial, dnssec_ok=req.dnssec_ok)
+        action = block.gate.decide(host, req.question.type, qname) if block.gate is not None else "allow"
+        if action == "drop":
+            return defer.succeed(None)
+        if action != "allow":
+            info.trace.cacheable = False
+            info.trace.answered_by = _ACL
+            reply = outcome.Reply(dns.EREFUSED) if action == "block" else outcome.Reply(dns.OK, authoritative=False)
+            d = defer.fail(reply)
+        elif req.question.cls not in block.classes:
             d = defer.fail(outcome.Reply(dns.EREFUSED))  # no resolver is asked
         else:
             query = dns.Query(req.question.name.name, req.question.type, req.question.cls)
@@ -295,6 +339,9 @@ class KubeDNSServerFactory(DNSServerFactory):
                 trace.zone_labels,
                 block,
                 failure=trace.failure,
+                qtype=req.question.type,
+                lname=_lname(req),
+                rotation_run=address_run(out) if block.rotate else None,
                 **self._metric_slots(block, zone, proto, req, out, trace),
             )
         return out
@@ -340,6 +387,8 @@ class KubeDNSServerFactory(DNSServerFactory):
         try:
             ans = _classify(result)
             trace.failure = ans.failure
+            if block.rotate and len(ans.answers) > 1:
+                ans = attrs.evolve(ans, answers=rotate_records(ans.answers, block.next_rotation()))
             if proto == "tcp" and ans.rcode == dns.OK and req.question.type in (dns.AXFR, dns.IXFR):
                 return self._transfer_messages(req, ans, block, address, start)
             out, truncated = self._encode(req, ans, proto, block.recursive)

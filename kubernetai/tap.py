@@ -11,6 +11,7 @@ from twisted.python import usage
 from kubernetai import version_line, wire
 from kubernetai.build import KubernetaiService, load
 from kubernetai.corefile import CorefileError
+from kubernetai.reload import Reloader, checksum
 
 
 class Options(usage.Options):
@@ -56,4 +57,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     if broken:
         print(f"kubernetai: cannot encode answers: {broken}", file=sys.stderr)
         raise SystemExit(1)
-    return KubernetaiService(plan, reactor, exit_on_listen_error=True)
+    path, port = options["config"], options["dns-port"]
+    service = KubernetaiService(
+        plan, reactor, exit_on_listen_error=True, loader=lambda previous: load(path, port, reactor, previous=previous)
+    )
+    Reloader(service, path).setServiceParent(service)  # SIGUSR1/SIGHUP, and the reload directive
+    if plan.server.metrics is not None:
+        plan.server.metrics.config_hash = checksum(path)
+    return service

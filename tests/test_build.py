@@ -77,7 +77,9 @@ BAD = [
         4,
         "defined more than once",
     ),
-    ("unknown directive", ". {\n cache 30\n}", 2, "unknown directive 'cache'"),
+    ("unknown directive", ". {\n cachex 30\n}", 2, "unknown directive 'cachex'"),
+    ("a CoreDNS plugin we lack", ". {\n chaos\n}", 2, "CoreDNS plugin 'chaos' is not available in kubernetai"),
+    ("a near miss", ". {\n kubernets\n}", 2, "unknown directive 'kubernets' (did you mean 'kubernetes'?)"),
     ("bad key", "tls://a.org {\n log\n}", 1, "not supported"),
     ("bad zone in stanza", ". {\n kubernetai a..b\n}", 2, "kubernetai: zone is not a valid domain name"),
     ("unsupported stanza option", ". {\n kubernetai a.org {\n  foo bar\n }\n}", 3, "unknown property 'foo'"),
@@ -117,7 +119,7 @@ def test_bad_configuration_names_file_line_and_problem(name, text, line, message
 
 
 def test_registry_order_covers_every_builtin():
-    assert set(ORDER) == set(BUILTIN)
+    assert set(ORDER) | {"kubernetes"} == set(BUILTIN)
     assert order_of("thirdparty", BUILTIN) < order_of("forward", BUILTIN)
     assert order_of("thirdparty", BUILTIN) > order_of("kubernetai", BUILTIN)
 

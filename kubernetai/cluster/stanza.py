@@ -57,7 +57,7 @@ class KubernetesCluster(KubernetesResolver, MultiService):
         KubernetesResolver.__init__(self, opts, store, local_ips)
         MultiService.__init__(self)
         self.connection = connection
-        self.setName(opts.name())
+        # No service name: on a reload the changed stanza and its successor (same name) run side by side.
 
     @classmethod
     def from_api(

@@ -20,6 +20,13 @@ class HTTPListener(StreamServerEndpointService):
     """An HTTP endpoint service that says (and keeps) the port it got, so ``:0`` is usable."""
 
     port: int | None = None
+    next_root: resource.Resource | None = None  # the pages of a configuration being loaded
+
+    def on_adopt(self) -> None:
+        """The configuration that built ``next_root`` is now the running one: show its pages."""
+        if self.next_root is not None:
+            self.factory.resource = self.next_root
+            self.next_root = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -75,6 +82,16 @@ def mount(ctx: SetupContext, d: Directive, address: str, path: bytes, page: reso
     host, port = parse_address(d, address)
 
     def make() -> resource.Resource:
+        previous = ctx.server.previous
+        kept = previous.shared_value(("http", host, port)) if previous is not None else None
+        if kept is not None:
+            # A reload: the listener stays open and shows the new pages once the new configuration
+            # is adopted (never before: a reload that fails later leaves the running one as it was).
+            root = resource.Resource()
+            root.listener = kept.listener  # type: ignore[attr-defined]
+            kept.listener.next_root = root
+            ctx.server.add_service(kept.listener)
+            return root
         root = resource.Resource()
         endpoint: TCP4ServerEndpoint | TCP6ServerEndpoint
         if ":" in host:
@@ -86,6 +103,7 @@ def mount(ctx: SetupContext, d: Directive, address: str, path: bytes, page: reso
         svc._raiseSynchronously = True
         svc.setName(f"http {host or '*'}:{port}")
         ctx.server.add_service(svc)
+        root.listener = svc  # type: ignore[attr-defined]
         return root
 
     root = ctx.server.shared(("http", host, port), make)

@@ -8,7 +8,10 @@ the server holds queries up to ``startup_timeout`` for its first sync.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import attrs
+from twisted.logger import Logger
 
 from kubernetai.cluster.kubeconfig import ConfigError, connection_for
 from kubernetai.cluster.options import KubernetesOptions, parse_options
@@ -17,13 +20,18 @@ from kubernetai.corefile import Directive
 from kubernetai.hostaddrs import own_addresses
 from kubernetai.plugin import SetupContext
 
+log = Logger()
+
 
 def setup(d: Directive, ctx: SetupContext) -> KubernetesCluster:
     opts = _named(d, parse_options(d, ctx.zones), ctx)
     # Our own addresses (NS records and their glue): the bound ones, else the
     # host's; loopback ones never, as CoreDNS.
     local_ips = own_addresses(ctx.bind)
-    if opts.manifests:
+    kept = _unchanged(ctx, opts, local_ips)
+    if kept is not None:
+        stanza = kept  # a reload that left it as it was: its store and watches go on
+    elif opts.manifests:
         stanza = KubernetesCluster.from_manifests(opts, ctx.reactor, local_ips)
     else:
         try:
@@ -38,6 +46,40 @@ def setup(d: Directive, ctx: SetupContext) -> KubernetesCluster:
     ctx.server.clusters.append(stanza)
     ctx.chain_users.append(stanza)
     return stanza
+
+
+def setup_kubernetes(d: Directive, ctx: SetupContext) -> KubernetesCluster:
+    """``kubernetes``: CoreDNS's plugin name, for one stanza per block, served by kubernetai.
+
+    So the Corefile every cluster ships for CoreDNS runs unmodified.
+    """
+    ctx.once(d)
+    said: set[str] = ctx.server.shared("kubernetes alias logged", set)
+    if not said:
+        said.add("yes")
+        log.info(
+            "{file}:{line}: 'kubernetes' is served by kubernetai (the same options; several clusters: one "
+            "'kubernetai' stanza each)",
+            file=d.file,
+            line=d.line,
+        )
+    return setup(d, ctx)
+
+
+def _unchanged(ctx: SetupContext, opts: KubernetesOptions, local_ips: Sequence[str]) -> KubernetesCluster | None:
+    """On a reload, the running stanza defined exactly as this one (wherever it moved in the file)."""
+    previous = ctx.server.previous
+    if previous is None:
+        return None
+    taken: list[KubernetesCluster] = ctx.server.shared("kubernetai stanzas kept", list)
+    wanted = attrs.evolve(opts, file="", line=0)
+    for stanza in previous.clusters:
+        if stanza in taken or tuple(stanza.view.local_ips) != tuple(local_ips):
+            continue
+        if attrs.evolve(stanza.opts, file="", line=0) == wanted:
+            taken.append(stanza)
+            return stanza
+    return None
 
 
 def _named(d: Directive, opts: KubernetesOptions, ctx: SetupContext) -> KubernetesOptions:

@@ -48,11 +48,14 @@ class MetricsPage(resource.Resource):
 def metrics_of(ctx: SetupContext) -> Metrics:
     """The Corefile's one ``Metrics`` (made by the first ``prometheus``)."""
     if ctx.server.metrics is None:
-        ctx.server.metrics = Metrics(clock=ctx.reactor.seconds)
-        # The same lists: stanzas and plugins of later blocks join them.
-        ctx.server.metrics.clusters = ctx.server.clusters
-        ctx.server.metrics.sources = ctx.server.metric_sources
-        ctx.server.metrics.caches = ctx.server.answer_caches
+        previous = ctx.server.previous
+        # A reload keeps the counters (Prometheus sees no reset) but lists this configuration's parts.
+        kept = previous.metrics if previous is not None else None
+        if kept is not None:
+            ctx.server.metrics = kept  # bound to this configuration's parts when it is adopted
+        else:
+            ctx.server.metrics = Metrics(clock=ctx.reactor.seconds)
+            ctx.server.metrics.bind(ctx.server)
     return ctx.server.metrics
 
 
