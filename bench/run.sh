@@ -2,6 +2,7 @@
 # Throughput and latency of kubernetai on loopback, measured with dnsperf.
 # Usage: bench/run.sh [SERVICES] [SECONDS]   (needs: make's .venv, dnsperf)
 # PROMETHEUS=1 adds `prometheus 127.0.0.1:0` to the block (metrics cost, issue 13).
+# CEILING=1 runs bench/ceiling.py instead: prepared answers from a dict, the per-core ceiling (issue 15).
 # The server is pinned to CPU 0 and dnsperf to CPU 1; every run is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,10 +22,14 @@ cat > "$WORK/Corefile" <<COREFILE
     }
 }
 COREFILE
-(cd "$WORK" && exec taskset -c 0 "$OLDPWD/.venv/bin/twistd" --pidfile= -n kubernetai --config Corefile > server.log 2>&1) &
+if [ -n "${CEILING:-}" ]; then
+  (exec taskset -c 0 .venv/bin/python bench/ceiling.py "$WORK" "$PORT" > "$WORK/server.log" 2>&1) &
+else
+  (cd "$WORK" && exec taskset -c 0 "$OLDPWD/.venv/bin/twistd" --pidfile= -n kubernetai --config Corefile > server.log 2>&1) &
+fi
 SERVER=$!
 for _ in $(seq 100); do dig @127.0.0.1 -p "$PORT" svc0.ns0.svc.cluster.local +short +time=1 +tries=1 2>/dev/null | grep -q . && break; kill -0 "$SERVER" 2>/dev/null || { cat "$WORK/server.log"; exit 1; }; sleep 0.2; done
-echo "kubernetai $(.venv/bin/python -c 'import kubernetai; print(kubernetai.__version__)'), $N services, $(wc -l < "$WORK/queries.txt") distinct queries${PROMETHEUS:+, with prometheus}"
+echo "kubernetai $(.venv/bin/python -c 'import kubernetai; print(kubernetai.__version__)'), $N services, $(wc -l < "$WORK/queries.txt") distinct queries${PROMETHEUS:+, with prometheus}${CEILING:+, CEILING (dict of prepared answers)}"
 taskset -c 1 dnsperf -s 127.0.0.1 -p "$PORT" -d "$WORK/queries.txt" -l "$SECONDS_" -c 4 -q 200 2>&1 \
   | grep -E "Queries sent|Queries completed|Queries lost|Response codes|Queries per second|Average Latency|Latency StdDev"
 echo "server RSS: $(ps -o rss= -p "$SERVER") KiB"

@@ -190,10 +190,12 @@ class KubeDNSServerFactory(DNSServerFactory):
         return self.clock.seconds() if self.clock is not None else time.monotonic()
 
     # ---------------------------------------------------------- the one entry point
-    def handle_packet(self, data: bytes, address: tuple, proto: str) -> defer.Deferred:
+    def handle_packet(self, data: bytes, address: tuple, proto: str, cache_checked: bool = False) -> defer.Deferred:
         """Answer one packet: a Deferred of response bytes, or None to drop.
 
         Never fails: whatever the input, the Deferred fires with bytes or None.
+        ``cache_checked``: the caller already asked ``cached_answer`` (the UDP
+        fast path), so a miss is not looked up twice.
         """
         if self._held is not None:
             if len(self._held) >= self.MAX_HELD:
@@ -202,6 +204,10 @@ class KubeDNSServerFactory(DNSServerFactory):
             self._held.append((d, (data, address, proto)))
             return d
         try:
+            if not cache_checked:
+                out = self.cached_answer(data, address, proto)
+                if out is not None:
+                    return defer.succeed(out)
             return self._handle(data, address, proto)
         except Exception:
             self.panics += 1
@@ -210,28 +216,41 @@ class KubeDNSServerFactory(DNSServerFactory):
 
     MAX_CACHED = 50_000
 
-    def _handle(self, data: bytes, address: tuple, proto: str) -> defer.Deferred:
+    def cached_answer(self, data: bytes, address: tuple, proto: str) -> bytes | None:
+        """The answer to this packet from the answer cache, ready to send, or None.
+
+        The hot path: no Deferred, no parsing (a cached answer carries what
+        metrics and acl need); the UDP protocol calls it straight from
+        ``datagramReceived``.  Counted and observed like any other answer.
+        """
+        if self._held is not None:
+            return None
         start = self._now()
         hit = self.answer_cache.answer(data, proto)
-        if hit is not None and (
-            hit[0].block.gate is None or hit[0].block.gate.decide(_host(address), hit[0].qtype, hit[0].lname) == "allow"
-        ):
-            cached, out = hit
-            if cached.block.rotate and cached.rotation_run is not None:
-                out = rotate_bytes(out, cached.rotation_run, cached.block.next_rotation())
-            meter = self.meter
-            if meter is not None and cached.metric_head is not None:
-                meter.count(
-                    cached.metric_head,
-                    "2" if address and ":" in address[0] else "1",
-                    len(data),
-                    len(out),
-                    self._now() - start,
-                    cached.metric_sums,
-                )
-            if cached.block.observers:
-                self._observe_cached(cached, data, address, proto, out, start)
-            return defer.succeed(out)
+        if hit is None:
+            return None
+        cached, out = hit
+        block = cached.block
+        if block.gate is not None and block.gate.decide(_host(address), cached.qtype, cached.lname) != "allow":
+            return None  # acl: the full path refuses, filters or drops it
+        if block.rotate and cached.rotation_run is not None:
+            out = rotate_bytes(out, cached.rotation_run, block.next_rotation())
+        meter = self.meter
+        if meter is not None and cached.metric_head is not None:
+            meter.count(
+                cached.metric_head,
+                "2" if address and ":" in address[0] else "1",
+                len(data),
+                len(out),
+                self._now() - start,
+                cached.metric_sums,
+            )
+        if block.observers:
+            self._observe_cached(cached, data, address, proto, out, start)
+        return out
+
+    def _handle(self, data: bytes, address: tuple, proto: str) -> defer.Deferred:
+        start = self._now()
         req = wire.parse_request(data)
         if req is None:
             return defer.succeed(None)
@@ -493,7 +512,17 @@ class DNSDatagramServerProtocol(DatagramProtocol):
         self.factory = factory
 
     def datagramReceived(self, data: bytes, addr: tuple) -> None:
-        d = self.factory.handle_packet(data, addr, "udp")
+        factory = self.factory
+        try:
+            out = factory.cached_answer(data, addr, "udp")
+        except Exception:
+            out = None  # the full path below answers (and logs) it
+        else:
+            if out is not None:
+                if self.transport is not None:
+                    self.transport.write(out, addr)
+                return
+        d = factory.handle_packet(data, addr, "udp", cache_checked=out is None and factory._held is None)
         d.addCallback(self._send, addr)
         d.addErrback(lambda f: log.failure("sending a UDP answer failed", f))
 

@@ -17,7 +17,7 @@ from twisted.names import dns
 
 from kubernetai import outcome
 from kubernetai.cluster import xfr
-from kubernetai.cluster.lookup import View
+from kubernetai.cluster.lookup import NoSuchName, View
 from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.records import answer, max_records, negative_soa
 from kubernetai.cluster.store import ClusterStore
@@ -64,6 +64,7 @@ class KubernetesResolver(ZoneResolver):
         info.trace.answered_in(q.lzone)  # names we build repeat the query's spelling of the zone
         # Over UDP an answer is at most 1232 bytes (wire.MAX_UDP_PAYLOAD): build no more than can fit.
         ans = answer(self.view, q, type, max_records(MAX_UDP_PAYLOAD if info.proto == "udp" else 65535))
+        self._narrow(info, q, ans)
         if ans.refused:
             return defer.fail(outcome.Reply(dns.EREFUSED))
         authority = [negative_soa(self.view, q.zone)]
@@ -86,6 +87,33 @@ class KubernetesResolver(ZoneResolver):
             if self.upstream is not None and info.chase_depth < MAX_CHASE_DEPTH:
                 return self._chase(result, ans.chase, type, info.chased())
         return defer.succeed(result)
+
+    def _narrow(self, info: RequestInfo, q: Question, ans: Any) -> None:
+        """Let the server keep this answer while only what it read is unchanged, not the whole store.
+
+        A name about one Service (its A/AAAA/SRV, endpoint and port names,
+        NXDOMAIN or NODATA) or one namespace reads only that Service, its
+        slices and its Namespace: under churn elsewhere it stays cached.
+        Everything else (pods, reverse names, the apex and ``ns.dns``,
+        multicluster names, CNAMEs to other names) keeps the store-wide
+        version.  A cached negative answer may carry an older SOA serial than
+        the zone's latest change elsewhere (the serial is the zone's, and only
+        transfers use it).
+        """
+        try:
+            r = self.view.request(q)
+        except NoSuchName:
+            return
+        if r.pod_or_svc != "svc" or not r.namespace or self.view.is_multicluster(q.lzone):
+            return
+        if any(rr.type == dns.CNAME for rr in ans.answers):
+            return
+        versions = info.trace.versions
+        for i, (fn, _) in enumerate(versions):
+            if fn == self.cache_version:
+                fine = self.store.fine_version(r.namespace, r.service)
+                versions[i] = (fine, fine())
+                return
 
     # ------------------------------------------------------------ autopath (CoreDNS's AutoPath)
     def serves(self, lname: str) -> bool:

@@ -73,6 +73,10 @@ class ClusterStore:
     required: set[Scope] = attrs.Factory(set)
     synced_scopes: set[Scope] = attrs.Factory(set)
     generation: int = 0
+    # Finer change counters, for answers that depend on one Service (and its slices) or one
+    # Namespace only: churn elsewhere in the cluster leaves those answers cached.
+    service_generation: dict[tuple[str, str], int] = attrs.Factory(dict)
+    namespace_generation: dict[str, int] = attrs.Factory(dict)
     last_modified: float = 0.0
     last_sync: float = 0.0
     listeners: list[Callable[[ClusterStore], None]] = attrs.Factory(list)
@@ -170,8 +174,10 @@ class ClusterStore:
             return False
         if old is not None:
             self._unindex(kind, old)
+            self._touch(kind, old)
         table[obj.key] = obj
         self._index(kind, obj)
+        self._touch(kind, obj)
         return True
 
     def _delete(self, kind: str, key: tuple[str, str]) -> bool:
@@ -179,7 +185,31 @@ class ClusterStore:
         if old is None:
             return False
         self._unindex(kind, old)
+        self._touch(kind, old)
         return True
+
+    def _touch(self, kind: str, obj: Any) -> None:
+        """Bump the finer counter an object of this kind feeds (see ``fine_version``)."""
+        if kind in ("Service", "ServiceImport"):
+            key = (obj.namespace, obj.name)
+        elif kind == "EndpointSlice":
+            key = (obj.namespace, obj.service)
+        elif kind == "Namespace":
+            self.namespace_generation[obj.name] = self.namespace_generation.get(obj.name, 0) + 1
+            return
+        else:
+            return  # pods: answers that read them use the store's generation
+        self.service_generation[key] = self.service_generation.get(key, 0) + 1
+
+    def fine_version(self, namespace: str, service: str) -> Callable[[], tuple]:
+        """What an answer about one Service (or, with ``service`` empty, one Namespace) depends on."""
+        key = (namespace, service)
+        services, namespaces = self.service_generation, self.namespace_generation
+
+        def version() -> tuple:
+            return (self.synced, namespaces.get(namespace, 0), services.get(key, 0))
+
+        return version
 
     def _index(self, kind: str, obj: Any) -> None:
         for index in _INDEXES_OF[kind]:

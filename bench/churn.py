@@ -1,0 +1,92 @@
+"""Cached throughput under EndpointSlice churn, in process (issue 15): bench/churn.py [SERVICES] [SECONDS].
+
+Queries a mix of names (A and SRV of Services, NXDOMAIN and NODATA) as fast
+as one core allows for SECONDS, with and without 20 EndpointSlice changes a
+second spread over the cluster; prints answers per second for each, the
+ratio, and the same with the store-wide cache validity of before (to show
+what fine-grained invalidation buys).  No sockets: the server's own work.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import dns.message  # noqa: E402
+from twisted.internet import task  # noqa: E402
+
+from kubernetai.chain import chain  # noqa: E402
+from kubernetai.cluster.kinds import convert  # noqa: E402
+from kubernetai.cluster.options import KubernetesOptions  # noqa: E402
+from kubernetai.cluster.resolver import KubernetesResolver  # noqa: E402
+from kubernetai.cluster.store import ClusterStore  # noqa: E402
+from kubernetai.server import Block, KubeDNSServerFactory  # noqa: E402
+from tests.fakeapi import namespace, service, slice_  # noqa: E402
+
+
+def build(n: int):
+    store = ClusterStore()
+    for kind in ("Service", "EndpointSlice", "Namespace"):
+        store.require((kind, ""))
+    objs = [namespace(f"ns{i}") for i in range(10)]
+    for i in range(n):
+        ns = f"ns{i % 10}"
+        objs.append(
+            service(
+                f"svc{i}", ns, ip=f"10.{96 + i // 65000}.{i // 250 % 256}.{i % 250 + 1}", ports=[("http", "TCP", 80)]
+            )
+        )
+        objs.append(slice_(f"svc{i}", [f"10.200.{i // 250 % 256}.{i % 250 + 1}"], ns, ports=[("http", "TCP", 80)]))
+    for kind in ("Namespace", "Service", "EndpointSlice"):
+        store.relist((kind, ""), [convert(kind, o) for o in objs if o["kind"] == kind])
+    r = KubernetesResolver(KubernetesOptions(zones=("cluster.local.",)), store)
+    return store, r, KubeDNSServerFactory(blocks=[Block((".",), chain([r]))], clock=task.Clock())
+
+
+def run(n: int, seconds: float, churn: bool, coarse: bool) -> float:
+    store, resolver, f = build(n)
+    if coarse:
+        resolver._narrow = lambda *a: None
+    rnd = random.Random(1)
+    names = []
+    for i in rnd.sample(range(n), min(n, 2000)):
+        names.append((f"svc{i}.ns{i % 10}.svc.cluster.local", "A"))
+        names.append((f"_http._tcp.svc{i}.ns{i % 10}.svc.cluster.local", "SRV"))
+        names.append((f"nothing{i}.ns{i % 10}.svc.cluster.local", "A"))
+        names.append((f"svc{i}.ns{i % 10}.svc.cluster.local", "TXT"))
+    queries = [dns.message.make_query(q, t).to_wire() for q, t in names]
+    for q in queries:  # warm
+        f.handle_packet(q, ("127.0.0.1", 5), "udp")
+    done = 0
+    start = time.perf_counter()
+    next_change = start + 0.05
+    while True:
+        for q in queries[done % len(queries) : done % len(queries) + 500]:
+            f.handle_packet(q, ("127.0.0.1", 5), "udp")
+        done += 500
+        now = time.perf_counter()
+        if churn and now >= next_change:
+            i = rnd.randrange(n)
+            ips = [f"10.201.{rnd.randrange(256)}.{rnd.randrange(1, 250)}"]
+            obj = slice_(f"svc{i}", ips, f"ns{i % 10}", ports=[("http", "TCP", 80)])
+            store.apply("MODIFIED", "EndpointSlice", convert("EndpointSlice", obj))
+            next_change += 0.05
+        if now - start >= seconds:
+            return done / (now - start)
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 5
+    for label, coarse in (("fine-grained (now)", False), ("store-wide (before)", True)):
+        quiet = run(n, seconds, churn=False, coarse=coarse)
+        busy = run(n, seconds, churn=True, coarse=coarse)
+        print(f"{label}: {quiet:,.0f} answers/s without churn, {busy:,.0f} with 20 changes/s: {busy / quiet:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
