@@ -149,7 +149,10 @@ class CachedAnswer:
     metric_sums: Any = None  # and its running sums in the listener's QueryMeter
 
     def valid(self) -> bool:
-        return all(version() == seen for version, seen in self.versions)
+        for version, seen in self.versions:  # a loop, not all(): this runs on every hit
+            if version() != seen:
+                return False
+        return True
 
     def for_query(self, data: bytes) -> bytes | None:
         """This answer for ``data`` (its ID and spelling), or None if it must be made afresh."""
@@ -161,12 +164,21 @@ class CachedAnswer:
         return data[:2] + self.body[: HEADER_SIZE - 2] + data[HEADER_SIZE:end] + self.body[end - 2 :]
 
 
+@attrs.frozen
+class Varies:
+    """In place of an answer: the answers to this query differ by client; ``value_of(client)`` picks one."""
+
+    value_of: Callable[[str], object]
+
+
 class AnswerCache:
     """Encoded answers by (transport, case-folded query), least recently used evicted first."""
 
     def __init__(self, capacity: int = 50_000) -> None:
         self.capacity = capacity
-        self._entries: OrderedDict[tuple[str, bytes], CachedAnswer] = OrderedDict()
+        self._entries: OrderedDict[tuple, CachedAnswer | Varies] = OrderedDict()
+        # Query bytes after the ID → slot, for queries seen before (bounded; see answer()).
+        self._seen: dict[bytes, tuple[str, bytes]] = {}
         self.hits = 0
         self.misses = 0  # queries looked up and not answered (absent, stale, or another spelling not portable)
         self.evictions = 0
@@ -176,14 +188,28 @@ class AnswerCache:
 
     def clear(self) -> None:
         self._entries.clear()
+        self._seen.clear()
 
-    def answer(self, data: bytes, proto: str) -> tuple[CachedAnswer, bytes] | None:
-        """The cached answer to this query with its ID, or None."""
-        key = wire.cache_key(data, proto == "udp")
-        if key is None:
-            return None
-        slot = (proto, key)
-        entry = self._entries.get(slot)
+    def answer(self, data: bytes, proto: str, host: str = "") -> tuple[CachedAnswer, bytes] | None:
+        """The cached answer to this query (from ``host``) with its ID, or None."""
+        # Most clients send the very same bytes again (no 0x20, no cookie): those skip the key.
+        seen = self._seen.get(data[2:])
+        slot: tuple
+        if seen is not None and seen[0] == proto:
+            slot = seen
+        else:
+            key = wire.cache_key(data, proto == "udp")
+            if key is None:
+                return None
+            slot = (proto, key)
+            if len(self._seen) >= self.capacity:
+                self._seen.clear()  # bounded: rebuilt by the next queries
+            self._seen[data[2:]] = slot
+        found = self._entries.get(slot)
+        if isinstance(found, Varies):  # one answer per client group (autopath: per namespace)
+            slot = (*slot, found.value_of(host))
+            found = self._entries.get(slot)
+        entry = found if isinstance(found, CachedAnswer) else None
         out = entry.for_query(data) if entry is not None and entry.valid() else None
         if entry is None or out is None:
             self.misses += 1
@@ -209,7 +235,12 @@ class AnswerCache:
         spelling = data[HEADER_SIZE : HEADER_SIZE + wire.question_name_length(data)]
         if out[HEADER_SIZE : HEADER_SIZE + len(spelling)] != spelling:
             return  # not an answer echoing this question (never expected)
-        slot = (proto, key)
+        slot: tuple = (proto, key)
+        vary = about.pop("vary", None)
+        if vary is not None:
+            value_of, value = vary
+            self._entries[slot] = Varies(value_of)
+            slot = (proto, key, value)
         if slot not in self._entries and len(self._entries) >= self.capacity:
             self._entries.popitem(last=False)  # a flood of new names keeps the hot ones
             self.evictions += 1

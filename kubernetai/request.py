@@ -9,6 +9,7 @@ the server, so resolvers and plugins import this, never ``server``.
 from __future__ import annotations
 
 import contextvars
+from typing import Any
 
 import attrs
 from twisted.names import dns
@@ -52,6 +53,9 @@ class Trace:
     # coredns_dns_responses_total; a kubernetai stanza also counts it per cluster).
     answered_by: object = None
     failure: object = None  # why the answer is a SERVFAIL (a Failure), kept with a cached answer
+    # The answer also depends on who asks: (fn(client address) → value, the value for this client),
+    # e.g. autopath's client namespace.  The answer cache keeps one answer per value.
+    vary: Any = None
 
     def answered_in(self, lzone: str) -> None:
         labels = len([label for label in lzone.split(".") if label])

@@ -226,7 +226,7 @@ class KubeDNSServerFactory(DNSServerFactory):
         if self._held is not None:
             return None
         start = self._now()
-        hit = self.answer_cache.answer(data, proto)
+        hit = self.answer_cache.answer(data, proto, address[0] if address else "")
         if hit is None:
             return None
         cached, out = hit
@@ -358,6 +358,7 @@ class KubeDNSServerFactory(DNSServerFactory):
                 trace.zone_labels,
                 block,
                 failure=trace.failure,
+                vary=trace.vary,
                 qtype=req.question.type,
                 lname=_lname(req),
                 rotation_run=address_run(out) if block.rotate else None,

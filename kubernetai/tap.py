@@ -59,7 +59,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         raise SystemExit(1)
     path, port = options["config"], options["dns-port"]
     service = KubernetaiService(
-        plan, reactor, exit_on_listen_error=True, loader=lambda previous: load(path, port, reactor, previous=previous)
+        plan,
+        reactor,
+        exit_on_listen_error=True,
+        loader=lambda previous: load(path, port, reactor, previous=previous),
+        freeze_gc=True,
     )
     Reloader(service, path).setServiceParent(service)  # SIGUSR1/SIGHUP, and the reload directive
     if plan.server.metrics is not None:

@@ -158,11 +158,22 @@ def _remember_target(comp: _Compression, target: bytes, end: int) -> None:
 
 
 def question_name_length(data: bytes) -> int:
-    """Octets of the (uncompressed) question name of a query ``cache_key`` accepted."""
+    """Octets of the question name of a query ``cache_key`` accepted: up to its first zero octet."""
+    return data.index(0, HEADER.size) + 1 - HEADER.size
+
+
+def _labels_end(data: bytes) -> int:
+    """Where the question name's labels end (its root octet), or -1 if it has a pointer or runs out."""
     i = HEADER.size
-    while data[i] != 0:
+    n = len(data)
+    while i < n and data[i] != 0:  # the question name, uncompressed in queries
+        if data[i] & 0xC0:
+            return -1
         i += data[i] + 1
-    return i + 1 - HEADER.size
+    return i if i < n else -1
+
+
+_ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"
 
 
 def cache_key(data: bytes, udp: bool = True) -> bytes | None:
@@ -175,30 +186,40 @@ def cache_key(data: bytes, udp: bool = True) -> bytes | None:
     cookies and other options differ per client and we echo none of them.
     None for anything but one question and at most one additional record
     (the OPT), which is never cached.
+
+    This runs for every packet, so the name's end is found with ``find``.
+    Without an OPT that is all it takes: the key is the packet up to the
+    first zero octet case-folded (length octets are below 64, never a
+    letter) and the rest as it is, so two packets share a key only if they
+    differ in letter case there.  With an OPT, whose fields are normalised,
+    the labels are walked to be sure where the name ends.
     """
-    if len(data) < HEADER.size or data[4:6] != b"\x00\x01" or data[6:10] != b"\x00\x00\x00\x00":
-        return None
-    arcount = data[10:12]
-    i = HEADER.size
     n = len(data)
-    while i < n and data[i] != 0:  # the question name, uncompressed in queries
-        if data[i] & 0xC0:
-            return None
-        i += data[i] + 1
-    end = i + 5  # root label, qtype, qclass
-    if end > n:
+    if n < HEADER.size + 5 or data[4:10] != _ONE_QUESTION:
+        return None
+    end = data.find(0, HEADER.size)  # the name's root octet, unless a label holds a zero octet
+    if end < 0:
         return None
     flags = bytes((data[2] & 0xF9, data[3] & 0x10))
-    question = data[HEADER.size : i].lower() + data[i:end]  # octets A-Z only: DNS case (RFC 4343)
+    arcount = data[10:12]
     if arcount == b"\x00\x00":
-        return flags + question if end == n else None
-    # One OPT: root name, type 41, class (payload), ttl (ext rcode, version, DO), rdlength, options.
-    if arcount != b"\x00\x01" or n < end + 11 or data[end] != 0 or data[end + 1 : end + 3] != b"\x00\x29":
+        return flags + data[HEADER.size : end].lower() + data[end:] if end + 5 == n else None
+    if arcount != b"\x00\x01" or _labels_end(data) != end:
         return None
-    if end + 11 + int.from_bytes(data[end + 9 : end + 11], "big") != n:
+    q_end = end + 5  # root label, qtype, qclass
+    # One OPT: root name, type 41, class (payload), ttl (ext rcode, version, DO), rdlength, options.
+    if n < q_end + 11 or data[q_end] != 0 or data[q_end + 1 : q_end + 3] != b"\x00\x29":
+        return None
+    if q_end + 11 + int.from_bytes(data[q_end + 9 : q_end + 11], "big") != n:
         return None  # the OPT's length does not add up: let the full parser judge it
-    payload = max(512, min(int.from_bytes(data[end + 3 : end + 5], "big"), MAX_UDP_PAYLOAD)) if udp else 0
-    return flags + question + payload.to_bytes(2, "big") + data[end + 5 : end + 9]
+    payload = max(512, min(int.from_bytes(data[q_end + 3 : q_end + 5], "big"), MAX_UDP_PAYLOAD)) if udp else 0
+    return (
+        flags
+        + data[HEADER.size : end].lower()
+        + data[end:q_end]
+        + payload.to_bytes(2, "big")
+        + data[q_end + 5 : q_end + 9]
+    )
 
 
 def _opt_bytes(rcode: int, dnssec_ok: bool) -> bytes:

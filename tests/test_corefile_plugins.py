@@ -376,3 +376,34 @@ def test_the_corednss_stock_corefile_example_uses_only_what_we_have():
     (k8s,) = [d for d in block.directives if d.name == "kubernetes"]
     opts = parse_options(k8s, (".",))
     assert opts.kubeconfig and opts.pods == "insecure" and opts.ttl == 30
+
+
+def test_autopath_answers_are_cached_per_client_namespace(tmp_path):
+    """Issue 15: an autopath block's answers are cached, keyed by the asking pod's namespace."""
+    from kubernetai.cluster.kinds import convert
+
+    from .fakeapi import namespace, pod
+
+    (tmp_path / "c.yaml").write_text("")
+    plan = load_text(
+        f". {{\n autopath @kubernetai\n kubernetai cluster.local {{\n  manifests {tmp_path}/c.yaml\n  pods verified\n }}\n}}",
+        53,
+        task.Clock(),
+    )
+    store = plan.server.clusters[0].store
+    objs = [
+        namespace("b"),
+        namespace("c"),
+        namespace("x"),
+        pod("client-b", "10.0.0.1", "b"),
+        pod("client-c", "10.0.0.2", "c"),
+    ]
+    for kind in ("Namespace", "Pod", "Service", "EndpointSlice", "ServiceImport"):
+        store.relist((kind, ""), [convert(kind, o) for o in objs if o["kind"] == kind])
+    f = KubeDNSServerFactory(blocks=[plan.blocks[0].block], clock=task.Clock())
+    for _ in range(2):
+        from_b = ask(f, "x.b.svc.cluster.local", source="10.0.0.1")
+        assert from_b.rcode() == dns.rcode.NOERROR and not from_b.answer  # completed: the namespace x (NODATA)
+        from_c = ask(f, "x.b.svc.cluster.local", source="10.0.0.2")
+        assert from_c.rcode() == dns.rcode.NXDOMAIN  # not its search path: asked as it is
+    assert f.answer_cache.hits == 2 and f.answer_cache.misses == 2

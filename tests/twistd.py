@@ -48,13 +48,14 @@ class Server:
         )
         found = wait_for_log(self.out, r"listening on \S+ port (\d+) \(udp\+tcp\)", self.proc, within=20)
         self.port = int(found.group(1))
-        self.http = {m[0]: int(m[1]) for m in re.findall(r"(http \S+) listening on port (\d+)", self.log())}
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited {self.proc.returncode}: {self.log()}")
             try:
                 dns.query.udp(dns.message.make_query("probe.invalid", "A"), "127.0.0.1", port=self.port, timeout=0.2)
+                # Answering means start-up is over: every HTTP listener has said its port by now.
+                self.http = {m[0]: int(m[1]) for m in re.findall(r"(http \S+) listening on port (\d+)", self.log())}
                 return
             except (dns.exception.Timeout, OSError):
                 time.sleep(0.1)

@@ -20,14 +20,15 @@ import os
 from typing import Any, Protocol, runtime_checkable
 
 from twisted.internet import defer
-from twisted.names import dns, resolve
+from twisted.names import dns
 from twisted.python.failure import Failure
 
 from kubernetai import outcome
+from kubernetai.chain import chain as request_chain
 from kubernetai.corefile import Directive
 from kubernetai.plugin import SetupContext
 from kubernetai.question import Question, ZoneResolver
-from kubernetai.request import current_request
+from kubernetai.request import current_request, request_info
 from kubernetai.values import arg_count, no_block, zone_args
 from kubernetai.zones import is_subdomain, normalize
 
@@ -77,17 +78,26 @@ class AutopathResolver(ZoneResolver):
     def stanzas(self) -> list[AutoPather]:
         return [r for r in getattr(self.upstream, "resolvers", ()) if isinstance(r, AutoPather)]
 
+    def cache_version(self) -> int:
+        """Its answers may be kept: they depend on the resolvers it asks (noted on the request's
+        trace as it asks them) and on the client's namespace (``Trace.vary``)."""
+        return 0
+
+    def client_namespace(self, client: str) -> str | None:
+        """The namespace of the pod at ``client`` (pods verified), which picks the search path."""
+        return next((ns for ns in (s.pod_namespace(client) for s in self.stanzas()) if ns), None)
+
     def search_path(self, lname: str, client: str) -> list[str]:
         if self.static is not None:
             return self.static + [""]
-        stanzas = self.stanzas()
-        if not any(s.serves(lname) for s in stanzas):
+        if not any(s.serves(lname) for s in self.stanzas()):
             return []
-        namespace = next((ns for ns in (s.pod_namespace(client) for s in stanzas) if ns), None)
+        namespace = self.client_namespace(client)
+        current_request().trace.vary = (self.client_namespace, namespace)  # the answer depends on it
         if not namespace:
             return []
         path: list[str] = []
-        for s in stanzas:
+        for s in self.stanzas():
             path = s.search_domains(namespace) + path  # later stanzas first, as kubernetai merges them
         return path + self.host_search + [""]
 
@@ -95,19 +105,27 @@ class AutopathResolver(ZoneResolver):
         qname, lname = q.name, q.lname
         if self.next is None:
             return defer.fail(outcome.NotMine(name))
-        path = self.search_path(lname, current_request().host)
+        info = current_request()
+        path = self.search_path(lname, info.host)
         if not path or not (lname == path[0] or is_subdomain(lname, path[0])):
             return defer.fail(outcome.NotMine(name))
         base = qname[: len(qname) - len(path[0]) - 1] if lname != path[0] else ""
-        return self._walk(name, qname, base, path, cls, type, timeout)
+        return self._walk(name, qname, base, path, cls, type, timeout, info)
 
     @defer.inlineCallbacks
-    def _walk(self, name: bytes, qname: str, base: str, path: list[str], cls: int, type: int, timeout: object) -> Any:
+    def _walk(
+        self, name: bytes, qname: str, base: str, path: list[str], cls: int, type: int, timeout: object, info: Any
+    ) -> Any:
         first: Any = None
         for i, suffix in enumerate(path):
             new = f"{base}.{suffix}" if suffix not in ("", ".") else base
+            token = request_info.set(info)  # also after an asynchronous answer: the same request, the same trace
             try:
-                result = yield self.next.query(dns.Query(new.rstrip("."), type, cls), timeout)
+                d = self.next.query(dns.Query(new.rstrip("."), type, cls), timeout)
+            finally:
+                request_info.reset(token)
+            try:
+                result = yield d
             except Exception:
                 result = Failure()
             if i == 0:
@@ -152,7 +170,7 @@ def setup(d: Directive, ctx: SetupContext) -> AutopathResolver:
 
     def attach(chain: Any) -> None:
         resolvers = list(chain.resolvers)
-        resolver.next = resolve.ResolverChain(resolvers[resolvers.index(resolver) + 1 :])
+        resolver.next = request_chain(resolvers[resolvers.index(resolver) + 1 :])
 
     ctx.chain_hooks.append(attach)
     ctx.chain_users.append(resolver)
