@@ -122,7 +122,9 @@ class KubernetesResolver(ZoneResolver):
     def pod_namespace(self, ip: str) -> str | None:
         if self.opts.pods != "verified":
             return None
-        return next((pod.namespace for pod in self.store.pods_with_ip(ip)), None)
+        for pod in self.store.pods_with_ip(ip):  # a loop, not next(genexpr): autopath asks it on every hit
+            return pod.namespace
+        return None
 
     def search_domains(self, namespace: str) -> list[str]:
         path: list[str] = []

@@ -74,9 +74,16 @@ class AutopathResolver(ZoneResolver):
         self.host_search = host_search
         self.upstream: Any = None  # the block chain
         self.next: Any = None  # the resolvers after us
+        self._stanzas: list[AutoPather] | None = None
 
     def stanzas(self) -> list[AutoPather]:
-        return [r for r in getattr(self.upstream, "resolvers", ()) if isinstance(r, AutoPather)]
+        """The block's kubernetai stanzas (found once: the chain of a block never changes)."""
+        if self._stanzas is None:
+            chain = getattr(self.upstream, "resolvers", None)
+            if chain is None:
+                return []
+            self._stanzas = [r for r in chain if isinstance(r, AutoPather)]  # a Protocol check: slow, so once
+        return self._stanzas
 
     def cache_version(self) -> int:
         """Its answers may be kept: they depend on the resolvers it asks (noted on the request's
@@ -85,7 +92,11 @@ class AutopathResolver(ZoneResolver):
 
     def client_namespace(self, client: str) -> str | None:
         """The namespace of the pod at ``client`` (pods verified), which picks the search path."""
-        return next((ns for ns in (s.pod_namespace(client) for s in self.stanzas()) if ns), None)
+        for stanza in self.stanzas():  # on every cached hit of an autopath block: no generators
+            namespace = stanza.pod_namespace(client)
+            if namespace:
+                return namespace
+        return None
 
     def search_path(self, lname: str, client: str) -> list[str]:
         if self.static is not None:
