@@ -127,13 +127,13 @@ def is_portable(msg: bytes, zone_labels: int) -> bool:
     return True
 
 
-@attrs.frozen
+@attrs.define(eq=False)
 class CachedAnswer:
     """An encoded answer (minus its ID), the spelling it was made for and what it depends on."""
 
     body: bytes
     spelling: bytes  # the question name's octets as first asked
-    portable: bool  # is_portable(): other spellings may be served from it
+    zone_labels: int  # for is_portable(), judged when another spelling first asks (most never do)
     versions: tuple
     block: Any  # the server Block that answered (its observers see hits too)
     rcode: int
@@ -147,6 +147,14 @@ class CachedAnswer:
     rotation_run: Any = None  # rotation.address_run() of the body, for ``loadbalance``
     metric_head: Any = None  # kubernetai.metrics.head() of a metered block's answer
     metric_sums: Any = None  # and its running sums in the listener's QueryMeter
+    _portable: bool | None = None
+
+    @property
+    def portable(self) -> bool:
+        """is_portable() of this answer: other spellings may be served from it."""
+        if self._portable is None:
+            self._portable = is_portable(b"\x00\x00" + self.body, self.zone_labels)
+        return self._portable
 
     def valid(self) -> bool:
         for version, seen in self.versions:  # a loop, not all(): this runs on every hit
@@ -248,7 +256,7 @@ class AnswerCache:
         self._entries[slot] = CachedAnswer(
             body=out[2:],
             spelling=spelling,
-            portable=is_portable(out, zone_labels),
+            zone_labels=zone_labels,
             versions=tuple(versions),
             block=block,
             rcode=b4 & 0xF,

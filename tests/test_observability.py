@@ -238,3 +238,36 @@ def test_a_query_no_block_serves_is_counted_as_dropped():
     families = f.meter.families()
     assert families["requests"] == {("dropped", "udp", "2", "A"): 1}  # as CoreDNS: zone "dropped"
     assert families["responses"] == {("dropped", "REFUSED", ""): 1}
+
+
+@pytest.mark.parametrize("kind", ["never", "transmission", "failed", "lost"])
+def test_any_connection_that_gives_no_answer_fails_over(kind):
+    """A down endpoint behind a load balancer closes at once; which error Twisted raises depends on timing."""
+    from twisted.internet import defer
+    from twisted.internet.error import ConnectionLost
+    from twisted.python.failure import Failure
+    from twisted.web._newclient import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
+
+    from kubernetai.cluster.kubeapi import ApiClient
+    from kubernetai.cluster.kubeconfig import Connection
+
+    errors = {
+        "never": ResponseNeverReceived([Failure(ConnectionLost())]),
+        "transmission": RequestTransmissionFailed([Failure(ConnectionLost())]),
+        "failed": ResponseFailed([Failure(ConnectionLost())]),
+        "lost": ConnectionLost(),
+    }
+
+    class Auth:
+        def header(self):
+            return defer.succeed(None)
+
+    class Down:
+        def get(self, url, **kw):
+            return defer.fail(errors[kind])
+
+    conn = Connection("http://127.0.0.1:1", Auth(), None, "test", fallbacks=("http://127.0.0.1:2",))
+    api = ApiClient(conn, task.Clock(), http=Down())
+    d = api.get("/api/v1/services")
+    d.addErrback(lambda f: None)
+    assert conn.url_in_use == "http://127.0.0.1:2"

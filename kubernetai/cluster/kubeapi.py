@@ -19,8 +19,8 @@ import attrs
 import treq
 from treq.client import HTTPClient
 from twisted.internet import defer
-from twisted.internet.error import ConnectError
-from twisted.web._newclient import ResponseNeverReceived
+from twisted.internet.error import ConnectError, ConnectionClosed
+from twisted.web._newclient import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 
 from kubernetai import __version__
@@ -85,6 +85,19 @@ def http_client_for(conn: Connection, reactor: Any) -> HTTPClient:
 
 MAX_LIST_BODY = 128 * 2**20
 
+# No answer from this endpoint: refused, unreachable, timed out, or the connection closed before an
+# answer came (a load balancer in front of a down server closes at once; when exactly decides which
+# of these Twisted raises).  Any of them moves to the next endpoint.
+_UNREACHABLE = (
+    ConnectError,
+    ConnectionClosed,
+    RequestTransmissionFailed,
+    ResponseNeverReceived,
+    ResponseFailed,
+    defer.CancelledError,
+    defer.TimeoutError,
+)
+
 
 @attrs.define
 class ApiClient:
@@ -133,7 +146,7 @@ class ApiClient:
                     headers[b"Authorization"] = [auth]
                 try:
                     resp = yield self.http.get(self.url(path, params), headers=headers, unbuffered=stream)
-                except (ConnectError, ResponseNeverReceived, defer.CancelledError, defer.TimeoutError):
+                except _UNREACHABLE:
                     self.codes["error"] += 1
                     self.conn.fail_over(self.reactor.seconds())  # refused, unreachable or timed out
                     raise
