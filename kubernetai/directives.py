@@ -9,32 +9,14 @@ order.  Third-party packages add directives through the entry-point group
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from importlib.metadata import entry_points
+from typing import Any
 
 from twisted.logger import Logger
 
 from kubernetai.plugin import Setup
-from kubernetai.plugins import (
-    acl,
-    autopath,
-    bind,
-    cache,
-    errors,
-    forward,
-    health,
-    hosts,
-    kubernetai,
-    loadbalance,
-    log,
-    loop,
-    prometheus,
-    ready,
-    reload,
-    transfer,
-    whoami,
-)
-from kubernetai.plugins import any as any_plugin
 
 __all__ = ["ENTRY_POINT_GROUP", "ORDER", "BUILTIN", "registry", "order_of"]
 
@@ -62,26 +44,53 @@ ORDER = [
     "whoami",
 ]
 
+
+class Lazy:
+    """A built-in directive's setup, imported the first time a Corefile uses it.
+
+    Start-up pays only for the plugins the Corefile names (twisted.web for
+    health/ready/prometheus, the cache, forward…); setup runs before twistd
+    drops privileges, so the import still happens while the code is readable.
+    """
+
+    def __init__(self, module: str, name: str = "setup") -> None:
+        self.module = module
+        self.name = name
+        self._setup: Any = None
+
+    def __call__(self, directive: Any, ctx: Any) -> object | None:
+        if self._setup is None:
+            self._setup = getattr(importlib.import_module(self.module), self.name)
+        return self._setup(directive, ctx)
+
+    def __repr__(self) -> str:
+        return f"<directive {self.module}.{self.name}>"
+
+
+def _builtin(name: str, attr: str = "setup") -> Lazy:
+    return Lazy(f"kubernetai.plugins.{name}", attr)
+
+
 BUILTIN: dict[str, Setup] = {
-    "bind": bind.setup,
-    "ready": ready.setup,
-    "health": health.setup,
-    "prometheus": prometheus.setup,
-    "errors": errors.setup,
-    "log": log.setup,
-    "hosts": hosts.setup,
-    "kubernetai": kubernetai.setup,
-    "kubernetes": kubernetai.setup_kubernetes,
-    "any": any_plugin.setup,
-    "acl": acl.setup,
-    "cache": cache.setup,
-    "reload": reload.setup,
-    "loop": loop.setup,
-    "loadbalance": loadbalance.setup,
-    "forward": forward.setup,
-    "whoami": whoami.setup,
-    "transfer": transfer.setup,
-    "autopath": autopath.setup,
+    "bind": _builtin("bind"),
+    "ready": _builtin("ready"),
+    "health": _builtin("health"),
+    "prometheus": _builtin("prometheus"),
+    "errors": _builtin("errors"),
+    "log": _builtin("log"),
+    "hosts": _builtin("hosts"),
+    "kubernetai": _builtin("kubernetai"),
+    "kubernetes": _builtin("kubernetai", "setup_kubernetes"),
+    "any": _builtin("any"),
+    "acl": _builtin("acl"),
+    "cache": _builtin("cache"),
+    "reload": _builtin("reload"),
+    "loop": _builtin("loop"),
+    "loadbalance": _builtin("loadbalance"),
+    "forward": _builtin("forward"),
+    "whoami": _builtin("whoami"),
+    "transfer": _builtin("transfer"),
+    "autopath": _builtin("autopath"),
 }
 
 _log = Logger()
