@@ -298,3 +298,29 @@ def test_a_file_over_the_size_limit_is_an_error_that_keeps_the_last_good_content
     r.tick()
     assert names(r.store) == ["default/a"]
     assert any("larger than" in t and "keeping its last good contents" in t for t in r.logged())
+
+
+def test_large_manifests_are_parsed_in_a_child_process(tmp_path, monkeypatch):
+    """Issue 15: the parser's garbage stays in a child (RSS after a 10,000-Service manifest: 213 -> 68 MB)."""
+    import subprocess
+
+    from kubernetai.cluster import snapshot
+    from kubernetai.cluster.options import KubernetesOptions
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: ns}\n---\n"
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: ns}\n"
+        "spec: {type: ClusterIP, clusterIP: 10.96.0.1, ports: [{port: 80, protocol: TCP}]}\n"
+    )
+    opts = KubernetesOptions(zones=("cluster.local.",))
+    here = snapshot._read_files([str(path)], {}, opts)
+    runs = []
+    real_run = subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda *a, **kw: runs.append(a) or real_run(*a, **kw))
+    monkeypatch.setattr(snapshot, "PROCESS_PARSE_BYTES", 0)  # every file is "large"
+    there = snapshot.read_manifests([str(path)], {}, opts)
+    assert runs and "kubernetai.cluster.parse_child" in runs[0][0]
+    assert there == here and [k for k, _ in there[str(path)].objects] == ["Namespace", "Service"]
+    monkeypatch.setattr(subprocess, "run", lambda *a, **kw: (_ for _ in ()).throw(OSError("no processes left")))
+    assert snapshot.read_manifests([str(path)], {}, opts) == here  # no child: parsed here
