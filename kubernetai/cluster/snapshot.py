@@ -30,6 +30,7 @@ from kubernetai.cluster import kinds
 from kubernetai.cluster.objects import ObjectError
 from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.store import ClusterStore
+from kubernetai.memory import release_memory
 
 __all__ = ["ManifestError", "read_documents", "ManifestSource", "expand"]
 
@@ -38,20 +39,6 @@ log = Logger()
 POLL_INTERVAL = 1.0
 # libyaml's loader when PyYAML has it: several times faster and far leaner.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _release_memory() -> None:
-    """Hand the parser's freed heap back to the OS (glibc); a no-op elsewhere.
-
-    A large manifest's parse leaves hundreds of MB of freed but resident
-    heap behind; the compact objects kept are a few MB.
-    """
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -433,7 +420,7 @@ class ManifestSource(Service):
     def _done(self, changed: bool) -> None:
         if changed or not self.store.synced:
             self._apply()
-            _release_memory()
+            release_memory()
 
     def _apply(self) -> None:
         by_kind: dict[str, list] = {k: [] for k in self.kinds()}

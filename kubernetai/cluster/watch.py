@@ -35,6 +35,7 @@ from kubernetai.cluster import kinds
 from kubernetai.cluster.kubeapi import ApiClient, ApiError
 from kubernetai.cluster.objects import ObjectError
 from kubernetai.cluster.store import ClusterStore
+from kubernetai.memory import release_memory
 from kubernetai.metrics import PROGRAMMING_BUCKETS, Histogram
 
 __all__ = ["ResourceSpec", "Watcher", "Gone", "WatchError", "Backoff"]
@@ -354,6 +355,7 @@ class Watcher(Service):
             token = meta.get("continue")
             if not token:
                 relist.finish()
+                release_memory()  # the pages' freed heap back to the OS (glibc), once per list
                 return meta.get("resourceVersion") or "0"
 
     @defer.inlineCallbacks
