@@ -214,10 +214,10 @@ class AnswerCache:
                 self._seen.clear()  # bounded: rebuilt by the next queries
             self._seen[data[2:]] = slot
         found = self._entries.get(slot)
-        if isinstance(found, Varies):  # one answer per client group (autopath: per namespace)
+        if found is not None and type(found) is Varies:  # one answer per client group (autopath: per namespace)
             slot = (*slot, found.value_of(host))
             found = self._entries.get(slot)
-        entry = found if isinstance(found, CachedAnswer) else None
+        entry = found if type(found) is CachedAnswer else None
         out = entry.for_query(data) if entry is not None and entry.valid() else None
         if entry is None or out is None:
             self.misses += 1

@@ -225,12 +225,12 @@ class KubeDNSServerFactory(DNSServerFactory):
         """
         if self._held is not None:
             return None
-        start = self._now()
         hit = self.answer_cache.answer(data, proto, address[0] if address else "")
         if hit is None:
             return None
         cached, out = hit
         block = cached.block
+        start = self._now() if self.meter is not None or block.observers else 0.0  # the clock only when read
         if block.gate is not None and block.gate.decide(_host(address), cached.qtype, cached.lname) != "allow":
             return None  # acl: the full path refuses, filters or drops it
         if block.rotate and cached.rotation_run is not None:

@@ -53,9 +53,9 @@ class KubernetesResolver(ZoneResolver):
         """The stanza's name (``name NAME``, or its default), the ``cluster`` label of our metrics."""
         return self.opts.name()
 
-    def cache_version(self) -> tuple[int, bool]:
+    def cache_version(self) -> tuple[int, int]:
         """Our answers depend only on this (the server's answer cache checks it)."""
-        return (self.store.generation, self.store.synced)
+        return (self.store.generation, self.store.sync_epoch)
 
     def lookup_in_zone(self, q: Question, name: bytes, cls: int, type: int, timeout: Any) -> defer.Deferred:
         if cls != dns.IN:

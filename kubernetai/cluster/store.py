@@ -73,6 +73,8 @@ class ClusterStore:
     required: set[Scope] = attrs.Factory(set)
     synced_scopes: set[Scope] = attrs.Factory(set)
     generation: int = 0
+    # Bumped whenever the synced state may change: cache validity checks read this int, not the set test.
+    sync_epoch: int = 0
     # Finer change counters, for answers that depend on one Service (and its slices) or one
     # Namespace only: churn elsewhere in the cluster leaves those answers cached.
     service_generation: dict[tuple[str, str], int] = attrs.Factory(dict)
@@ -122,6 +124,7 @@ class ClusterStore:
     def require(self, scope: Scope) -> None:
         """Declare a scope whose first full list makes the store synced."""
         self.required.add(scope)
+        self.sync_epoch += 1
 
     def apply(self, event: str, kind: str, obj: Any) -> None:
         """One watch event: ADDED, MODIFIED or DELETED."""
@@ -150,6 +153,8 @@ class ClusterStore:
             self.sync_waiters.append(callback)
 
     def _scope_synced(self, scope: Scope) -> None:
+        if scope not in self.synced_scopes:
+            self.sync_epoch += 1
         self.synced_scopes.add(scope)
         self.last_sync = self.clock()
         if self.sync_waiters and self.synced:
@@ -207,7 +212,7 @@ class ClusterStore:
         services, namespaces = self.service_generation, self.namespace_generation
 
         def version() -> tuple:
-            return (self.synced, namespaces.get(namespace, 0), services.get(key, 0))
+            return (self.sync_epoch, namespaces.get(namespace, 0), services.get(key, 0))
 
         return version
 
