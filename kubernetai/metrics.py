@@ -61,6 +61,11 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
+    def add(self, other: Histogram) -> None:
+        """Fold ``other`` (same bounds) into this one."""
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.sum += other.sum
+
     def buckets(self) -> list[tuple[str, float]]:
         """Cumulative (le, count) pairs, +Inf last, as prometheus_client wants them."""
         out, total = [], 0
@@ -75,7 +80,6 @@ def _le(bound: float) -> str:
     return repr(float(bound))
 
 
-_bucket = bisect_left
 Head = tuple[str, str, str, bool, str, str, str, int]  # zone, proto, type, do, rcode, plugin, cluster, size bucket
 
 
@@ -116,7 +120,7 @@ class QueryMeter:
         duration: float,
         acc: list[float] | None = None,
     ) -> None:
-        key = (h, family, _bucket(SIZE_BUCKETS, request_size), _bucket(TIME_BUCKETS, duration))
+        key = (h, family, bisect_left(SIZE_BUCKETS, request_size), bisect_left(TIME_BUCKETS, duration))
         counts = self.counts
         counts[key] = counts.get(key, 0) + 1
         if acc is None:
@@ -164,14 +168,14 @@ class QueryMeter:
                 do[zone] += n
             if cluster:
                 by_cluster[cluster] += n
-            _hist(durations, zone, TIME_BUCKETS).counts[dur_bucket] += n
-            _hist(request_sizes, (zone, proto), SIZE_BUCKETS).counts[req_bucket] += n
-            _hist(response_sizes, (zone, proto), SIZE_BUCKETS).counts[resp_bucket] += n
+            histogram_in(durations, zone, TIME_BUCKETS).counts[dur_bucket] += n
+            histogram_in(request_sizes, (zone, proto), SIZE_BUCKETS).counts[req_bucket] += n
+            histogram_in(response_sizes, (zone, proto), SIZE_BUCKETS).counts[resp_bucket] += n
         for h, (req_sum, dur_sum, resp_sum) in list(self.sums.items()):
             zone, proto = h[0], h[1]
-            _hist(durations, zone, TIME_BUCKETS).sum += dur_sum
-            _hist(request_sizes, (zone, proto), SIZE_BUCKETS).sum += req_sum
-            _hist(response_sizes, (zone, proto), SIZE_BUCKETS).sum += resp_sum
+            histogram_in(durations, zone, TIME_BUCKETS).sum += dur_sum
+            histogram_in(request_sizes, (zone, proto), SIZE_BUCKETS).sum += req_sum
+            histogram_in(response_sizes, (zone, proto), SIZE_BUCKETS).sum += resp_sum
         return {
             "requests": requests,
             "responses": responses,
@@ -183,7 +187,8 @@ class QueryMeter:
         }
 
 
-def _hist(table: dict, key: Any, bounds: Sequence[float]) -> Histogram:
+def histogram_in(table: dict, key: Any, bounds: Sequence[float]) -> Histogram:
+    """``table[key]``, a Histogram with ``bounds`` made on first use."""
     h = table.get(key)
     if h is None:
         h = table[key] = Histogram(bounds)
@@ -379,9 +384,7 @@ class Metrics:
                 api.add_metric([name, code], n)
             for kind, h in sorted(state["programming"].items()):
                 programming.add_metric([name, kind], h.buckets(), h.sum)
-                total = merged.setdefault(kind, Histogram(PROGRAMMING_BUCKETS))
-                total.counts = [a + b for a, b in zip(total.counts, h.counts, strict=True)]
-                total.sum += h.sum
+                histogram_in(merged, kind, PROGRAMMING_BUCKETS).add(h)
         for kind, h in sorted(merged.items()):
             coredns_programming.add_metric([kind], h.buckets(), h.sum)
         yield from (synced, connected, objects, last_sync, generation, since_event, restarts, relists, api)

@@ -47,8 +47,7 @@ class Trace:
     versions: list = attrs.Factory(list)
     # Labels of the smallest zone a stanza answered in: an answer repeats the
     # question's spelling of that zone (see answercache.is_portable).
-    zone_labels: int = 0
-    _zone_seen: bool = False
+    zone_labels: int | None = None
     # The resolver whose result or failure became the answer (the ``plugin`` label of
     # coredns_dns_responses_total; a kubernetai stanza also counts it per cluster).
     answered_by: object = None
@@ -59,8 +58,7 @@ class Trace:
 
     def answered_in(self, lzone: str) -> None:
         labels = len([label for label in lzone.split(".") if label])
-        self.zone_labels = labels if not self._zone_seen else min(self.zone_labels, labels)
-        self._zone_seen = True
+        self.zone_labels = labels if self.zone_labels is None else min(self.zone_labels, labels)
 
     def consulted(self, resolver: object) -> None:
         version = getattr(resolver, "cache_version", None)

@@ -117,6 +117,21 @@ def _lname(req: wire.Request) -> str:
         return ""
 
 
+def _head(zone: str, proto: str, req: wire.Request, rcode: int, size: int, trace: Trace) -> tuple:
+    """The labels an answer is counted under (metrics.head), from the request and who answered it."""
+    by = trace.answered_by
+    return metric_head(
+        zone,
+        proto,
+        req.question.type,
+        req.dnssec_ok,
+        rcode_name(rcode),
+        getattr(by, "plugin_name", ""),
+        getattr(by, "cluster_name", ""),
+        size,
+    )
+
+
 def _family(address: tuple) -> str:
     """CoreDNS's ``family`` label: 1 for IPv4, 2 for IPv6."""
     return "2" if address and ":" in address[0] else "1"
@@ -179,8 +194,8 @@ class KubeDNSServerFactory(DNSServerFactory):
 
     # ---------------------------------------------------------- routing
     def block_for(self, qname: str) -> Block | None:
-        zone = match_zone(qname, self._zones)
-        return None if zone is None else self._zones[zone]
+        found = self._zone_and_block(qname)
+        return None if found is None else found[1]
 
     def _zone_and_block(self, qname: str) -> tuple[str, Block] | None:
         zone = match_zone(qname, self._zones)
@@ -225,7 +240,7 @@ class KubeDNSServerFactory(DNSServerFactory):
         """
         if self._held is not None:
             return None
-        hit = self.answer_cache.answer(data, proto, address[0] if address else "")
+        hit = self.answer_cache.answer(data, proto, _host(address))
         if hit is None:
             return None
         cached, out = hit
@@ -239,7 +254,7 @@ class KubeDNSServerFactory(DNSServerFactory):
         if meter is not None and cached.metric_head is not None:
             meter.count(
                 cached.metric_head,
-                "2" if address and ":" in address[0] else "1",
+                _family(address),
                 len(data),
                 len(out),
                 self._now() - start,
@@ -270,10 +285,7 @@ class KubeDNSServerFactory(DNSServerFactory):
                 dnssec_ok=req.dnssec_ok,
             )
             return defer.succeed(out)
-        try:
-            qname = normalize(req.question.name.name.decode("ascii"))
-        except UnicodeDecodeError:
-            qname = ""
+        qname = _lname(req)
         found = self._zone_and_block(qname) if qname else None
         if found is None:
             out, _ = self._encode(req, _Answer(dns.EREFUSED), proto, False)
@@ -306,7 +318,7 @@ class KubeDNSServerFactory(DNSServerFactory):
         d.addBoth(self._respond, req, block, address, proto, start, info.trace)
         if block.metered and self.meter is not None:
             d.addCallback(self._count, data, req, zone, address, proto, start, info.trace)
-        d.addCallback(self._remember, data, proto, info.trace, block, req, zone)
+        d.addCallback(self._remember, data, proto, info.trace, block, req, zone, qname)
         return d
 
     def _count(
@@ -324,24 +336,20 @@ class KubeDNSServerFactory(DNSServerFactory):
         assert self.meter is not None
         size = len(out) if isinstance(out, bytes) else sum(len(m) for m in out) if isinstance(out, list) else 0
         rcode = out[3] & 0xF if isinstance(out, bytes) else dns.OK
-        by = trace.answered_by
-        self.meter.record(
-            zone,
-            proto,
-            _family(address),
-            req.question.type,
-            req.dnssec_ok,
-            rcode_name(rcode),
-            getattr(by, "plugin_name", ""),
-            getattr(by, "cluster_name", ""),
-            len(data),
-            size,
-            self._now() - start,
-        )
+        h = _head(zone, proto, req, rcode, size, trace)
+        self.meter.count(h, _family(address), len(data), size, self._now() - start)
         return out
 
     def _remember(
-        self, out: object, data: bytes, proto: str, trace: Trace, block: Block, req: wire.Request, zone: str
+        self,
+        out: object,
+        data: bytes,
+        proto: str,
+        trace: Trace,
+        block: Block,
+        req: wire.Request,
+        zone: str,
+        lname: str,
     ) -> object:
         """Keep an answer that only cacheable resolvers produced."""
         if (
@@ -355,12 +363,12 @@ class KubeDNSServerFactory(DNSServerFactory):
                 proto,
                 out,
                 trace.versions,
-                trace.zone_labels,
+                trace.zone_labels or 0,
                 block,
                 failure=trace.failure,
                 vary=trace.vary,
                 qtype=req.question.type,
-                lname=_lname(req),
+                lname=lname,
                 rotation_run=address_run(out) if block.rotate else None,
                 **self._metric_slots(block, zone, proto, req, out, trace),
             )
@@ -370,17 +378,7 @@ class KubeDNSServerFactory(DNSServerFactory):
         """What a cached answer of a metered block keeps to be counted cheaply on each hit."""
         if not block.metered or self.meter is None:
             return {}
-        by = trace.answered_by
-        h = metric_head(
-            zone,
-            proto,
-            req.question.type,
-            req.dnssec_ok,
-            rcode_name(out[3] & 0xF),
-            getattr(by, "plugin_name", ""),
-            getattr(by, "cluster_name", ""),
-            len(out),
-        )
+        h = _head(zone, proto, req, out[3] & 0xF, len(out), trace)
         return {"metric_head": h, "metric_sums": self.meter.sums_for(h)}
 
     def _encode(self, req: wire.Request, ans: _Answer, proto: str, ra: bool) -> tuple[bytes, bool]:
@@ -523,7 +521,7 @@ class DNSDatagramServerProtocol(DatagramProtocol):
                 if self.transport is not None:
                     self.transport.write(out, addr)
                 return
-        d = factory.handle_packet(data, addr, "udp", cache_checked=out is None and factory._held is None)
+        d = factory.handle_packet(data, addr, "udp", cache_checked=factory._held is None)
         d.addCallback(self._send, addr)
         d.addErrback(lambda f: log.failure("sending a UDP answer failed", f))
 

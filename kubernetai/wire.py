@@ -36,6 +36,11 @@ BADVERS = 16
 OPT = 41
 
 
+def udp_limit_of(edns_payload: int) -> int:
+    """The UDP answer size for a client offering ``edns_payload``: at least 512, at most ours."""
+    return max(512, min(edns_payload, MAX_UDP_PAYLOAD))
+
+
 @attrs.frozen
 class Request:
     """A decoded query: just what answering and logging need."""
@@ -57,9 +62,7 @@ class Request:
 
     def udp_limit(self) -> int:
         """The largest UDP response this client can take."""
-        if not self.has_edns:
-            return 512
-        return max(512, min(self.edns_payload, MAX_UDP_PAYLOAD))
+        return udp_limit_of(self.edns_payload) if self.has_edns else 512
 
 
 @attrs.frozen
@@ -212,7 +215,7 @@ def cache_key(data: bytes, udp: bool = True) -> bytes | None:
         return None
     if q_end + 11 + int.from_bytes(data[q_end + 9 : q_end + 11], "big") != n:
         return None  # the OPT's length does not add up: let the full parser judge it
-    payload = max(512, min(int.from_bytes(data[q_end + 3 : q_end + 5], "big"), MAX_UDP_PAYLOAD)) if udp else 0
+    payload = udp_limit_of(int.from_bytes(data[q_end + 3 : q_end + 5], "big")) if udp else 0
     return (
         flags
         + data[HEADER.size : end].lower()

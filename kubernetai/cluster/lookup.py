@@ -17,7 +17,7 @@ import attrs
 from twisted.names import dns
 
 from kubernetai.cluster.names import InvalidRequest, RecordRequest, parse_request
-from kubernetai.cluster.objects import Endpoint, EndpointSlice, Port, Service
+from kubernetai.cluster.objects import Endpoint, EndpointSlice, Port, Service, is_packed
 from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.store import ClusterStore
 from kubernetai.question import Question
@@ -45,8 +45,8 @@ class Hit(NamedTuple):
     @property
     def kind(self) -> int:
         if ":" in self.host:
-            return dns.AAAA if _is_packed(socket.AF_INET6, self.host) else dns.CNAME
-        return dns.A if _is_packed(socket.AF_INET, self.host) else dns.CNAME
+            return dns.AAAA if is_packed(socket.AF_INET6, self.host) else dns.CNAME
+        return dns.A if is_packed(socket.AF_INET, self.host) else dns.CNAME
 
 
 class LazyHits(Sequence[Hit]):
@@ -75,14 +75,6 @@ class LazyHits(Sequence[Hit]):
     def __getitem__(self, i: slice) -> Sequence[Hit]: ...
     def __getitem__(self, i: int | slice) -> Hit | Sequence[Hit]:
         return list(self._make())[i]
-
-
-def _is_packed(family: int, text: str) -> bool:
-    try:
-        socket.inet_pton(family, text)
-    except OSError:
-        return False
-    return True
 
 
 def endpoint_hostname(ep: Endpoint, address: str, pod_names: bool) -> str:
@@ -232,7 +224,7 @@ class View:
             yield ep, addr, sl.ports
 
     def has_endpoints(self, svc: Service) -> bool:
-        return any(True for _ in self.endpoints_of(svc))
+        return any(sl.ready_addresses for sl in self.store.slices(svc.namespace, svc.name))
 
     def find_services(self, r: RecordRequest, zone: str) -> Sequence[Hit]:
         if not self.namespace_exposed(r.namespace):
@@ -273,16 +265,11 @@ class View:
         pod_names = self.opts.endpoint_pod_names
 
         def rows() -> Iterator[tuple[str, str, tuple[Port, ...]]]:
-            for sl in ordered:
-                suffix = f"{sl.cluster}.{base}" if mcs else base
-                for ep in sl.endpoints:
-                    if not ep.ready:
-                        continue
-                    for addr in ep.addresses:
-                        host = endpoint_hostname(ep, addr, pod_names)
-                        if r.endpoint and (host != r.endpoint or (mcs and r.cluster != sl.cluster)):
-                            continue
-                        yield addr, f"{host}.{suffix}", sl.ports
+            for ep, addr, sl in _ready(ordered, merge=False):
+                host = endpoint_hostname(ep, addr, pod_names)
+                if r.endpoint and (host != r.endpoint or (mcs and r.cluster != sl.cluster)):
+                    continue
+                yield addr, f"{host}.{sl.cluster}.{base}" if mcs else f"{host}.{base}", sl.ports
 
         if r.endpoint:
             return _endpoint_hits(r, rows(), ttl)
@@ -329,7 +316,7 @@ class View:
         ttl = self.opts.ttl
         base = f"{r.service}.{r.namespace}.svc.{zone}"
         if self.opts.ignore_empty_service and imp.type != "Headless":
-            if not any(True for _ in _ready(self.store.mcs_slices(r.namespace, r.service), merge=False)):
+            if not any(sl.ready_addresses for sl in self.store.mcs_slices(r.namespace, r.service)):
                 raise NoSuchName()
         if imp.type == "Headless" or r.endpoint:
             return self._slice_hits(r, self.store.mcs_slices(r.namespace, r.service), base, ttl, mcs=True)

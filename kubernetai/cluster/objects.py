@@ -160,16 +160,17 @@ def _is_domain(text: Any) -> bool:
     return 0 < len(name) <= 253 and all(0 < len(label) <= 63 for label in name.split("."))
 
 
-def _is_ip(text: Any) -> bool:
-    if not isinstance(text, str):
+def is_packed(family: int, text: str) -> bool:
+    """Whether ``text`` is an address of ``family`` (socket.AF_INET or AF_INET6)."""
+    try:
+        socket.inet_pton(family, text)
+    except OSError:
         return False
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, text)
-            return True
-        except OSError:
-            pass
-    return False
+    return True
+
+
+def _is_ip(text: Any) -> bool:
+    return isinstance(text, str) and (is_packed(socket.AF_INET, text) or is_packed(socket.AF_INET6, text))
 
 
 def _ports(items: Any) -> tuple[Port, ...]:

@@ -20,7 +20,7 @@ from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.resolver import KubernetesResolver
 from kubernetai.cluster.store import ClusterStore
 from kubernetai.cluster.watch import ResourceSpec, Watcher
-from kubernetai.metrics import Histogram
+from kubernetai.metrics import Histogram, histogram_in
 
 __all__ = ["resource_specs", "KubernetesCluster"]
 
@@ -190,9 +190,7 @@ class KubernetesCluster(KubernetesResolver, MultiService):
         programming: dict[str, Histogram] = {}
         for w in watchers:
             for kind, h in w.programming.items():
-                total = programming.setdefault(kind, Histogram(h.bounds))
-                total.counts = [a + b for a, b in zip(total.counts, h.counts, strict=True)]
-                total.sum += h.sum
+                histogram_in(programming, kind, h.bounds).add(h)
         return {
             "synced": self.store.synced,
             "connected": self.connected,

@@ -36,7 +36,7 @@ from kubernetai.cluster.kubeapi import ApiClient, ApiError
 from kubernetai.cluster.objects import ObjectError
 from kubernetai.cluster.store import ClusterStore
 from kubernetai.memory import release_memory
-from kubernetai.metrics import PROGRAMMING_BUCKETS, Histogram
+from kubernetai.metrics import PROGRAMMING_BUCKETS, Histogram, histogram_in
 
 __all__ = ["ResourceSpec", "Watcher", "Gone", "WatchError", "Backoff"]
 
@@ -405,10 +405,7 @@ class Watcher(Service):
         if svc is None or when is None:
             return
         kind = "headless_with_selector" if svc.headless else "cluster_ip"
-        h = self.programming.get(kind)
-        if h is None:
-            h = self.programming[kind] = Histogram(PROGRAMMING_BUCKETS)
-        h.observe(max(0.0, self.clock.seconds() - when))
+        histogram_in(self.programming, kind, PROGRAMMING_BUCKETS).observe(max(0.0, self.clock.seconds() - when))
 
     def _shrink(self, obj: Any) -> Any:
         """The compact object, or None (logged) for one that is malformed."""

@@ -23,7 +23,7 @@ from twisted.names import client, dns, error
 
 from kubernetai import outcome
 from kubernetai.corefile import Directive
-from kubernetai.metrics import TIME_BUCKETS, Histogram
+from kubernetai.metrics import TIME_BUCKETS, Histogram, histogram_in
 from kubernetai.plugin import SetupContext
 from kubernetai.question import Question, ZoneResolver
 from kubernetai.request import rcode_name
@@ -143,10 +143,7 @@ class ForwardResolver(ZoneResolver):
     def _observe(self, upstream: tuple[str, int], rcode: int, seconds: float) -> None:
         host, port = upstream
         key = (f"[{host}]:{port}" if ":" in host else f"{host}:{port}", rcode_name(rcode))
-        h = self.durations.get(key)
-        if h is None:
-            h = self.durations[key] = Histogram(TIME_BUCKETS)
-        h.observe(seconds)
+        histogram_in(self.durations, key, TIME_BUCKETS).observe(seconds)
 
     def metrics(self) -> Iterator[Metric]:
         """CoreDNS's forward and proxy families (no health checks here: those stay empty)."""
