@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService, MultiService
 from twisted.internet import defer
@@ -14,13 +14,14 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from kubernetai.cluster import kinds
-from kubernetai.cluster.kubeapi import ApiClient
 from kubernetai.cluster.kubeconfig import Connection
 from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.resolver import KubernetesResolver
 from kubernetai.cluster.store import ClusterStore
-from kubernetai.cluster.watch import ResourceSpec, Watcher
 from kubernetai.metrics import Histogram, histogram_in
+
+if TYPE_CHECKING:
+    from kubernetai.cluster.watch import ResourceSpec, Watcher
 
 __all__ = ["resource_specs", "KubernetesCluster"]
 
@@ -29,6 +30,8 @@ log = Logger()
 
 def resource_specs(opts: KubernetesOptions) -> list[ResourceSpec]:
     """What a stanza watches; namespaces and label selectors applied server-side."""
+    from kubernetai.cluster.watch import ResourceSpec
+
     specs = []
     for kind in kinds.needed(opts):
         selector = str(kind.selector(opts)) if kind.selector else ""
@@ -63,6 +66,10 @@ class KubernetesCluster(KubernetesResolver, MultiService):
     def from_api(
         cls, opts: KubernetesOptions, conn: Connection, reactor: Any, local_ips: Sequence[str] = (), http: Any = None
     ) -> KubernetesCluster:
+        # Imported here: treq, TLS and the HTTP client cost ~60 ms of start-up a manifests stanza never needs.
+        from kubernetai.cluster.kubeapi import ApiClient
+        from kubernetai.cluster.watch import Watcher
+
         cluster = cls(opts, ClusterStore(clock=reactor.seconds), local_ips, conn)
         api = ApiClient(
             conn,
@@ -124,10 +131,10 @@ class KubernetesCluster(KubernetesResolver, MultiService):
     def ready(self) -> bool:
         """Synced, and no resource refused to our credentials (a 401/403 is a configuration error
         that /ready should show, though the last good data keeps serving)."""
-        return self.synced and not any(w.refused for w in self if isinstance(w, Watcher))
+        return self.synced and not any(w.refused for w in self._watchers())
 
     def _watchers(self) -> list[Watcher]:
-        return [w for w in self if isinstance(w, Watcher)]
+        return [w for w in self if getattr(w, "watches_api", False)]
 
     @property
     def connected(self) -> bool:

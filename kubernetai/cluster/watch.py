@@ -182,6 +182,7 @@ class _EventStream(Protocol):
 class Watcher(Service):
     """Keeps ``store`` in step with one resource; a twisted Service."""
 
+    watches_api = True  # how a stanza tells its watchers from other children without importing this module
     spec: ResourceSpec
     api: ApiClient
     store: ClusterStore
