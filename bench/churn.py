@@ -47,18 +47,23 @@ def build(n: int):
     return store, r, KubeDNSServerFactory(blocks=[Block((".",), chain([r]))], clock=task.Clock())
 
 
-def run(n: int, seconds: float, churn: bool, coarse: bool) -> float:
-    store, resolver, f = build(n)
-    if coarse:
-        resolver._narrow = lambda *a: None
-    rnd = random.Random(1)
+def query_mix(n: int, rnd: random.Random) -> list[bytes]:
+    """A and SRV of 2,000 Services, NXDOMAIN and NODATA names beside them, as query bytes."""
     names = []
     for i in rnd.sample(range(n), min(n, 2000)):
         names.append((f"svc{i}.ns{i % 10}.svc.cluster.local", "A"))
         names.append((f"_http._tcp.svc{i}.ns{i % 10}.svc.cluster.local", "SRV"))
         names.append((f"nothing{i}.ns{i % 10}.svc.cluster.local", "A"))
         names.append((f"svc{i}.ns{i % 10}.svc.cluster.local", "TXT"))
-    queries = [dns.message.make_query(q, t).to_wire() for q, t in names]
+    return [dns.message.make_query(q, t).to_wire() for q, t in names]
+
+
+def run(n: int, seconds: float, churn: bool, coarse: bool) -> float:
+    store, resolver, f = build(n)
+    if coarse:
+        resolver._narrow = lambda *a: None
+    rnd = random.Random(1)
+    queries = query_mix(n, rnd)
     for q in queries:  # warm
         f.handle_packet(q, ("127.0.0.1", 5), "udp")
     done = 0

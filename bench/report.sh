@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One command for the figures of issue 15, in one run (the dnsperf pairs interleaved):
 #   bench/report.sh [SERVICES] [SECONDS] [PAIRS]
-# cached mix (kubernetai and the dict ceiling, over sockets), churn and autopath (in process),
-# metrics cost (in process), start-up to the first answer.  Loopback only; bounded in time.
-# Not yet: the uncached mix over sockets, 1 and 2 workers, the Go kubernetai's ratio.
+# cached mix (kubernetai and the dict ceiling, over sockets), 1 and 2 workers (over sockets, both
+# cores shared with dnsperf), churn and uncached (in process), metrics cost (in process), start-up
+# to the first answer.  Loopback only; bounded in time.
+# Not in it: the Go kubernetai's ratio (it needs an API server; bench/README.md has the last one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-10000}
@@ -16,6 +17,14 @@ for i in $(seq "$PAIRS"); do
   c=$(CEILING=1 bash bench/run.sh "$N" "$SECS" 2>&1 | awk '/Queries per second/ {print $4}')
   echo "cached mix, pair $i: kubernetai ${k% *} q/s (RSS ${k#* } KiB), ceiling $c q/s"
 done
+for i in $(seq "$PAIRS"); do
+  for w in 1 2; do
+    r=$(DNSPERF_TIMEOUT=0.5 WORKERS=$w CPUS=0,1 DNSPERF_CPUS=0,1 bash bench/run.sh "$N" "$SECS" 2>&1 \
+      | awk '/Queries per second/ {q=$4} /CPU per query/ {c=$5} /server RSS/ {$1=$2=""; r=$0} END {print q, c, r}')
+    echo "workers $w, pair $i: $(echo "$r" | awk '{printf "%s q/s, %s us CPU/query, RSS KiB per process:", $1, $2; for (i = 3; i <= NF; i++) printf " %s", $i}')"
+  done
+done
+.venv/bin/python bench/uncached.py "$N" 4
 .venv/bin/python bench/churn.py "$N" 4
 .venv/bin/python bench/metrics_cost.py
 .venv/bin/python bench/startup.py 5

@@ -24,7 +24,7 @@ from kubernetai import version_line
 from kubernetai.chain import chain
 from kubernetai.corefile import CorefileError, Directive, ServerBlock, parse_file, parse_text
 from kubernetai.directives import order_of, registry
-from kubernetai.listen import listen_udp_tcp
+from kubernetai.listen import SharedSockets, adopt_udp_tcp, listen_reuseport, listen_udp_tcp
 from kubernetai.plugin import ServerContext, Setup, SetupContext
 from kubernetai.server import Block, KubeDNSServerFactory
 from kubernetai.zones import ZoneError, dedupe, parse_server_key
@@ -130,10 +130,13 @@ def build(
     reactor: Any,
     directives: Mapping[str, Setup] | None = None,
     previous: Plan | None = None,
+    worker: bool = False,
 ) -> Plan:
-    """Build every block; ``previous``, the running plan on a reload, lends what has not changed."""
+    """Build every block; ``previous``, the running plan on a reload, lends what has not changed.
+
+    ``worker``: for a ``--workers`` process, whose stanzas are copies fed by the primary."""
     directives = registry() if directives is None else directives
-    server = ServerContext(reactor, previous=previous.server if previous is not None else None)
+    server = ServerContext(reactor, previous=previous.server if previous is not None else None, worker=worker)
     plans: list[BlockPlan] = []
     seen: dict[tuple[str, int], ServerBlock] = {}
     for sb in blocks:
@@ -158,11 +161,12 @@ def load(
     reactor: Any,
     environ: Mapping[str, str] | None = None,
     previous: Plan | None = None,
+    worker: bool = False,
 ) -> Plan:
     """Parse and build a Corefile file; raises CorefileError with file:line."""
     directives = registry()
     blocks = parse_file(path, directives.__contains__, environ, directives)
-    return build(blocks, default_port, reactor, directives, previous)
+    return build(blocks, default_port, reactor, directives, previous, worker)
 
 
 def load_text(
@@ -217,9 +221,18 @@ class KubernetaiService(MultiService):
         exit_on_listen_error: bool = False,
         loader: Callable[[Plan], Plan] | None = None,
         freeze_gc: bool = False,
+        workers: int = 1,
+        inherited: Mapping[tuple[str, int], tuple[int, int, int]] | None = None,
     ) -> None:
         super().__init__()
         self.freeze_gc = freeze_gc
+        # ``--workers N``: listeners get SO_REUSEPORT and N-1 more sockets each, for the workers (workers.py).
+        self.workers = workers
+        self.shared_sockets: dict[tuple[str, int], list[SharedSockets]] = {}
+        # In a worker: (address, port as configured) → the (UDP fd, TCP fd, family) the primary made.
+        self.inherited = dict(inherited or {})
+        # Called with the plan after a reload adopted it (the worker pool restarts its workers).
+        self.adopted_hooks: list[Callable[[Plan], Any]] = []
         self.exit_on_listen_error = exit_on_listen_error
         self.plan = plan
         self.reactor = reactor
@@ -248,7 +261,16 @@ class KubernetaiService(MultiService):
         factory = KubeDNSServerFactory(blocks=blocks)
         interface = addr or ("::" if _ipv6_available() else "")
         try:
-            pair = listen_udp_tcp(self.reactor, port, factory.datagram_protocol, factory, interface)
+            if (addr, port) in self.inherited:
+                udp_fd, tcp_fd, family = self.inherited[(addr, port)]
+                pair = adopt_udp_tcp(self.reactor, udp_fd, tcp_fd, family, factory.datagram_protocol, factory)
+            elif self.workers > 1:
+                pair, shared = listen_reuseport(
+                    self.reactor, port, factory.datagram_protocol, factory, interface, self.workers - 1
+                )
+                self.shared_sockets[(addr, port)] = shared
+            else:
+                pair = listen_udp_tcp(self.reactor, port, factory.datagram_protocol, factory, interface)
         except CannotListenError as e:
             self._cannot_listen(interface, port, e, "")
         self.ports += [pair.udp, pair.tcp]
@@ -305,6 +327,9 @@ class KubernetaiService(MultiService):
             del self.factories[(key[0], actual)]
             for p in ports:
                 self.ports.remove(p)
+            for shared in self.shared_sockets.pop(key, ()):
+                shared.udp.close()
+                shared.tcp.close()
             yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
         keep = set(plan.server.services)
         for svc in [s for s in old.server.services if s not in keep and s.parent is self]:
@@ -318,6 +343,8 @@ class KubernetaiService(MultiService):
             adopted = getattr(svc, "on_adopt", None)
             if adopted is not None:
                 adopted()
+        for hook in self.adopted_hooks:
+            hook(plan)
 
     def _meter(self, factory: KubeDNSServerFactory, blocks: Sequence[Block], server: str) -> None:
         """Count this listener's queries if a block on it has ``prometheus`` (CoreDNS's ``server`` label).

@@ -103,6 +103,17 @@ class QueryMeter:
         self.server = server
         self.counts: dict[tuple[Head, str, int, int], int] = {}
         self.sums: dict[Head, list[float]] = {}  # request bytes, seconds, response bytes
+        # ``--workers``: each live worker's cumulative (counts, sums) for this server, added at scrape time.
+        self.workers: dict[int, tuple[dict, dict]] = {}
+
+    def absorb(self, counts: dict, sums: dict) -> None:
+        """Add another process's counts for good (a worker that ended: its counters must not go back)."""
+        for key, n in counts.items():
+            self.counts[key] = self.counts.get(key, 0) + n
+        for h, values in sums.items():
+            acc = self.sums_for(h)
+            for i, v in enumerate(values):
+                acc[i] += v
 
     def sums_for(self, h: Head) -> list[float]:
         """The running sums of one head (a cached answer keeps a reference: one lookup fewer per hit)."""
@@ -160,7 +171,8 @@ class QueryMeter:
         durations: dict[str, Histogram] = {}
         request_sizes: dict[tuple[str, str], Histogram] = {}
         response_sizes: dict[tuple[str, str], Histogram] = {}
-        for (h, family, req_bucket, dur_bucket), n in list(self.counts.items()):
+        every = [(self.counts, self.sums), *self.workers.values()]
+        for (h, family, req_bucket, dur_bucket), n in [item for counts, _ in every for item in list(counts.items())]:
             zone, proto, qtype, is_do, rcode, plugin, cluster, resp_bucket = h
             requests[(zone, proto, family, qtype)] += n
             responses[(zone, rcode, plugin)] += n
@@ -171,7 +183,7 @@ class QueryMeter:
             histogram_in(durations, zone, TIME_BUCKETS).counts[dur_bucket] += n
             histogram_in(request_sizes, (zone, proto), SIZE_BUCKETS).counts[req_bucket] += n
             histogram_in(response_sizes, (zone, proto), SIZE_BUCKETS).counts[resp_bucket] += n
-        for h, (req_sum, dur_sum, resp_sum) in list(self.sums.items()):
+        for h, (req_sum, dur_sum, resp_sum) in [item for _, sums in every for item in list(sums.items())]:
             zone, proto = h[0], h[1]
             histogram_in(durations, zone, TIME_BUCKETS).sum += dur_sum
             histogram_in(request_sizes, (zone, proto), SIZE_BUCKETS).sum += req_sum

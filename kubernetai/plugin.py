@@ -72,6 +72,10 @@ class ServerContext:
     previous: ServerContext | None = None
     # Plugins' own metric families (callables giving prometheus_client Metrics), read at scrape time.
     metric_sources: list[Callable[[], Any]] = attrs.Factory(list)
+    # A ``--workers`` process: stanzas are copies fed by the primary, HTTP pages are the primary's.
+    worker: bool = False
+    # More top-level /status sections ("workers": the pool's), by name.
+    process_status: dict[str, Callable[[], Any]] = attrs.Factory(dict)
     _shared: dict[Hashable, Any] = attrs.Factory(dict)
 
     def shared(self, key: Hashable, make: Callable[[], T]) -> T:

@@ -13,13 +13,22 @@ from kubernetai.build import KubernetaiService, load
 from kubernetai.corefile import CorefileError
 from kubernetai.reload import Reloader, checksum
 
+MAX_WORKERS = 64
+
 
 class Options(usage.Options):
-    synopsis = "[--config PATH] [--dns-port N] [--check]"
+    synopsis = "[--config PATH] [--dns-port N] [--workers N] [--check]"
     longdesc = "Kubernetes DNS for several clusters at once, configured by a CoreDNS Corefile."
     optParameters = [
         ["config", "c", "./Corefile", "Path to the Corefile."],
         ["dns-port", "p", 53, "Port for server blocks whose keys give none (like CoreDNS's -dns.port).", int],
+        [
+            "workers",
+            "w",
+            1,
+            "Processes answering on the same sockets (SO_REUSEPORT); each cluster is still watched once.",
+            int,
+        ],
     ]
     optFlags = [
         [
@@ -37,6 +46,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not 0 <= self["dns-port"] <= 65535:
             raise usage.UsageError("--dns-port must be between 0 and 65535")
+        if not 1 <= self["workers"] <= MAX_WORKERS:
+            raise usage.UsageError(f"--workers must be between 1 and {MAX_WORKERS}")
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -64,7 +75,13 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         exit_on_listen_error=True,
         loader=lambda previous: load(path, port, reactor, previous=previous),
         freeze_gc=True,
+        workers=options["workers"],
     )
+    if options["workers"] > 1:
+        from kubernetai.workers import WorkerPool
+
+        pool = WorkerPool(service, options["workers"], path, port, reactor)
+        pool.setServiceParent(service)
     Reloader(service, path).setServiceParent(service)  # SIGUSR1/SIGHUP, and the reload directive
     if plan.server.metrics is not None:
         plan.server.metrics.config_hash = checksum(path)

@@ -37,10 +37,10 @@ class Server:
     name to its port, all read from its start-up log.
     """
 
-    def __init__(self, corefile: Path):
+    def __init__(self, corefile: Path, *args: str):
         self.out = corefile.parent / "server.log"
         self.proc = subprocess.Popen(
-            twistd("--config", str(corefile), cwd=corefile.parent),
+            twistd("--config", str(corefile), *args, cwd=corefile.parent),
             cwd=corefile.parent,
             env=env(),
             stdout=self.out.open("w"),

@@ -91,6 +91,15 @@ class KubernetesCluster(KubernetesResolver, MultiService):
         ManifestSource(opts.manifests, opts, cluster.store, reactor, cluster=opts.name()).setServiceParent(cluster)
         return cluster
 
+    @classmethod
+    def replica(cls, opts: KubernetesOptions, reactor: Any, local_ips: Sequence[str] = ()) -> KubernetesCluster:
+        """A stanza of a ``--workers`` process: no watch of its own, its store is a copy (replica.py)."""
+        from kubernetai.cluster.replica import SNAPSHOT_SCOPE
+
+        store = ClusterStore(clock=reactor.seconds)
+        store.require(SNAPSHOT_SCOPE)
+        return cls(opts, store, local_ips)
+
     def when_synced(self) -> defer.Deferred[None]:
         """Fires (with None) once every resource has been listed, at once if it already has."""
         d: defer.Deferred[None] = defer.Deferred()

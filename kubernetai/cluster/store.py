@@ -84,6 +84,8 @@ class ClusterStore:
     listeners: list[Callable[[ClusterStore], None]] = attrs.Factory(list)
     # Called once each, when the store first becomes synced.
     sync_waiters: list[Callable[[], None]] = attrs.Factory(list)
+    # Told every write's effect (replica.py: how ``--workers`` processes get the data of one watch).
+    journal: Callable[[tuple], None] | None = None
 
     # ------------------------------------------------------------ reads
     def service(self, namespace: str, name: str) -> Service | None:
@@ -125,6 +127,8 @@ class ClusterStore:
         """Declare a scope whose first full list makes the store synced."""
         self.required.add(scope)
         self.sync_epoch += 1
+        if self.journal is not None:
+            self.journal(("require", scope))
 
     def apply(self, event: str, kind: str, obj: Any) -> None:
         """One watch event: ADDED, MODIFIED or DELETED."""
@@ -157,6 +161,8 @@ class ClusterStore:
             self.sync_epoch += 1
         self.synced_scopes.add(scope)
         self.last_sync = self.clock()
+        if self.journal is not None:
+            self.journal(("synced", scope))
         if self.sync_waiters and self.synced:
             waiters, self.sync_waiters = self.sync_waiters, []
             for callback in waiters:
@@ -164,11 +170,15 @@ class ClusterStore:
 
     def touch_sync(self) -> None:
         self.last_sync = self.clock()
+        if self.journal is not None:
+            self.journal(("touch",))
 
     # ------------------------------------------------------------ internals
     def _changed(self) -> None:
         self.generation += 1
         self.last_modified = self.clock()
+        if self.journal is not None:
+            self.journal(("changed",))
         for listener in self.listeners:
             listener(self)
 
@@ -183,6 +193,8 @@ class ClusterStore:
         table[obj.key] = obj
         self._index(kind, obj)
         self._touch(kind, obj)
+        if self.journal is not None:
+            self.journal(("put", kind, obj))
         return True
 
     def _delete(self, kind: str, key: tuple[str, str]) -> bool:
@@ -191,6 +203,8 @@ class ClusterStore:
             return False
         self._unindex(kind, old)
         self._touch(kind, old)
+        if self.journal is not None:
+            self.journal(("del", kind, key))
         return True
 
     def _touch(self, kind: str, obj: Any) -> None:

@@ -93,6 +93,8 @@ def mount(ctx: SetupContext, d: Directive, address: str, path: bytes, page: reso
             ctx.server.add_service(kept.listener)
             return root
         root = resource.Resource()
+        if ctx.server.worker:
+            return root  # one process serves /health, /ready, /metrics: the primary (workers.py)
         endpoint: TCP4ServerEndpoint | TCP6ServerEndpoint
         if ":" in host:
             endpoint = TCP6ServerEndpoint(ctx.reactor, port, interface=host)

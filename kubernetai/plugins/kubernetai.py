@@ -31,6 +31,8 @@ def setup(d: Directive, ctx: SetupContext) -> KubernetesCluster:
     kept = _unchanged(ctx, opts, local_ips)
     if kept is not None:
         stanza = kept  # a reload that left it as it was: its store and watches go on
+    elif ctx.server.worker:
+        stanza = KubernetesCluster.replica(opts, ctx.reactor, local_ips)  # fed by the primary (replica.py)
     elif opts.manifests:
         stanza = KubernetesCluster.from_manifests(opts, ctx.reactor, local_ips)
     else:

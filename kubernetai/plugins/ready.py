@@ -60,4 +60,5 @@ def status_of(ctx: SetupContext) -> dict:
             }
             for listener, cache in sorted(server.answer_caches.items())
         },
+        **{name: status() for name, status in server.process_status.items()},
     }
