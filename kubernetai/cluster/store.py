@@ -67,7 +67,7 @@ class ClusterStore:
 
     clock: Callable[[], float] = time.time
     objects: dict[str, dict[tuple[str, str], Any]] = attrs.Factory(lambda: {k: {} for k in KINDS})
-    # INDEXES by name: key → {slot: object}
+    # INDEXES by name: key → the object, or {slot: object} when a key has several (see ``_index``)
     indexes: dict[str, dict[Any, dict[Any, Any]]] = attrs.Factory(lambda: {i.name: {} for i in INDEXES})
     # sync state
     required: set[Scope] = attrs.Factory(set)
@@ -92,7 +92,12 @@ class ClusterStore:
         return self.objects["Service"].get((namespace, name))
 
     def _find(self, index: str, key: Any) -> Iterable[Any]:
-        return self.indexes[index].get(key, {}).values()
+        bucket = self.indexes[index].get(key)
+        if bucket is None:
+            return ()
+        if type(bucket) is dict:
+            return bucket.values()
+        return (bucket,)
 
     def slices(self, namespace: str, service: str) -> Iterable[EndpointSlice]:
         return self._find("slices_by_service", (namespace, service))
@@ -230,25 +235,42 @@ class ClusterStore:
 
         return version
 
+    # A bucket is the one object a key has (the common case: an IP names one slice) or, from the
+    # second on, a dict {slot: object}.  A dict and a tuple per key cost ~180 bytes: 100,000
+    # endpoint IPs made a quarter of the store (bench/README.md, memory).
     def _index(self, kind: str, obj: Any) -> None:
         for index in _INDEXES_OF[kind]:
             table = self.indexes[index.name]
             for key in index.keys(obj):
-                table.setdefault(key, {})[index.slot(obj)] = obj
+                bucket = table.get(key)
+                if bucket is None:
+                    table[key] = obj
+                elif type(bucket) is dict:
+                    bucket[index.slot(obj)] = obj
+                else:
+                    held = index.slot(bucket)
+                    slot = index.slot(obj)
+                    table[key] = obj if held == slot else {held: bucket, slot: obj}
 
     def _unindex(self, kind: str, obj: Any) -> None:
         for index in _INDEXES_OF[kind]:
             table = self.indexes[index.name]
             for key in index.keys(obj):
-                _discard(table, key, index.slot(obj))
+                _discard(table, key, index.slot(obj), index.slot)
 
 
-def _discard(index: dict, outer: Any, inner: Any) -> None:
+def _discard(index: dict, outer: Any, inner: Any, slot: Callable[[Any], Any]) -> None:
     bucket = index.get(outer)
-    if bucket is not None:
+    if bucket is None:
+        return
+    if type(bucket) is dict:
         bucket.pop(inner, None)
-        if not bucket:
+        if len(bucket) == 1:
+            (index[outer],) = bucket.values()
+        elif not bucket:
             del index[outer]
+    elif slot(bucket) == inner:
+        del index[outer]
 
 
 @attrs.define
