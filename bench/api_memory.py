@@ -1,13 +1,16 @@
-"""RSS of ``twistd kubernetai`` reading a big cluster from an API server (issue 15): bench/api_memory.py [SERVICES].
+"""RSS of ``twistd kubernetai`` reading a big cluster (issue 15): bench/api_memory.py [SERVICES] [--manifests].
 
 A fake API server (tests/fakeapi.py, in this process) holds SERVICES Services
 with an EndpointSlice of 10 endpoints each (10,000 → 100,000 endpoints);
 a real twistd reads it with list+watch.  Prints the server's RSS after the
-first sync and the peak (VmHWM) through a relist forced by a 410.
+first sync and the peak (VmHWM) through a relist forced by a 410.  With
+``--manifests`` the same objects are written to one manifest file instead,
+and the peak is through a re-read of the file (touched).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -28,7 +31,9 @@ def status(pid: int, field: str) -> int:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    n = int(args[0]) if args else 10000
+    manifests = "--manifests" in sys.argv
     cluster = FakeCluster()
     objs = [namespace(f"ns{i}") for i in range(10)]
     for i in range(n):
@@ -40,8 +45,13 @@ def main() -> None:
     cluster.load(objs)
     port = listen(cluster).getHost().port
     work = tempfile.mkdtemp()
+    manifest = os.path.join(work, "cluster.json")
+    if manifests:
+        with open(manifest, "w") as f:
+            json.dump({"apiVersion": "v1", "kind": "List", "items": objs}, f)
+    source = "manifests cluster.json" if manifests else f"endpoint http://127.0.0.1:{port}"
     with open(os.path.join(work, "Corefile"), "w") as f:
-        stanza = f" kubernetai cluster.local {{\n  endpoint http://127.0.0.1:{port}\n  startup_timeout 120s\n }}\n"
+        stanza = f" kubernetai cluster.local {{\n  {source}\n  startup_timeout 120s\n }}\n"
         f.write(".:0 {\n bind 127.0.0.1\n" + stanza + "}\n")
     log = os.path.join(work, "log")
     twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -59,13 +69,17 @@ def main() -> None:
             yield task.deferLater(reactor, 0.2, lambda: None)
         yield task.deferLater(reactor, 2, lambda: None)
         after_sync = status(proc.pid, "VmRSS")
-        cluster.compact()
-        cluster.drop_watches()  # the watches come back with an old resourceVersion: 410, relist
+        if manifests:
+            os.utime(manifest)  # read again: the same objects, a new parse
+        else:
+            cluster.compact()
+            cluster.drop_watches()  # the watches come back with an old resourceVersion: 410, relist
         yield task.deferLater(reactor, 15, lambda: None)
         peak, now = status(proc.pid, "VmHWM") / 1024, status(proc.pid, "VmRSS") / 1024
         print(
-            f"{n} services, {n * 10} endpoints from the API: RSS after sync {after_sync / 1024:.0f} MB, "
-            f"peak through a relist {peak:.0f} MB, now {now:.0f} MB"
+            f"{n} services, {n * 10} endpoints from {'manifests' if manifests else 'the API'}: RSS after sync "
+            f"{after_sync / 1024:.0f} MB, peak through a {'re-read' if manifests else 'relist'} {peak:.0f} MB, "
+            f"now {now:.0f} MB"
         )
         proc.terminate()
         yield threads.deferToThread(proc.wait, 10)
