@@ -1,6 +1,6 @@
 """kubernetai: Kubernetes DNS-based service discovery for several clusters at once, on Twisted."""
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 
 def version_line() -> str:

@@ -38,6 +38,7 @@ ORDER = [
     "cache",
     "transfer",
     "hosts",
+    "k8s_external",
     "kubernetai",  # and "kubernetes", its other name: the same place, Corefile order between them
     "loop",
     "forward",
@@ -90,6 +91,7 @@ BUILTIN: dict[str, Setup] = {
     "forward": _builtin("forward"),
     "whoami": _builtin("whoami"),
     "transfer": _builtin("transfer"),
+    "k8s_external": _builtin("k8s_external"),
     "autopath": _builtin("autopath"),
 }
 

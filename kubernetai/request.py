@@ -22,6 +22,7 @@ __all__ = [
     "QueryEvent",
     "RCODE_NAMES",
     "RequestInfo",
+    "ask_chain",
     "Trace",
     "current_request",
     "rcode_name",
@@ -149,3 +150,12 @@ class QueryEvent:
     @property
     def class_name(self) -> str:
         return dns.QUERY_CLASSES.get(self.qclass) or f"CLASS{self.qclass}"
+
+
+def ask_chain(chain: Any, name: str, type: int, info: RequestInfo) -> Any:
+    """``chain.query`` for ``name`` with ``info`` as the request being answered (a CNAME's target, one level deeper)."""
+    token = request_info.set(info)
+    try:
+        return chain.query(dns.Query(name.rstrip("."), type, dns.IN))
+    finally:
+        request_info.reset(token)

@@ -364,6 +364,8 @@ def service(
     type: str = "ClusterIP",
     labels: dict | None = None,
     external_name: str = "",
+    external_ips: list[str] | None = None,
+    ingress: list[dict] | None = None,
 ) -> dict:
     ips = [ip] if isinstance(ip, str) else list(ip or [])
     spec: dict[str, Any] = {
@@ -375,12 +377,17 @@ def service(
     else:
         spec["clusterIP"] = ips[0] if ips else "None"
         spec["clusterIPs"] = ips or ["None"]
-    return {
+    if external_ips:
+        spec["externalIPs"] = list(external_ips)
+    obj = {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
         "spec": spec,
     }
+    if ingress is not None:
+        obj["status"] = {"loadBalancer": {"ingress": ingress}}
+    return obj
 
 
 def slice_(

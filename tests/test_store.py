@@ -17,7 +17,9 @@ def _slice(rng: random.Random, i: int) -> EndpointSlice:
 
 
 def _service(rng: random.Random, i: int) -> Service:
-    return Service(namespace="a", name=f"svc{i}", type="ClusterIP", cluster_ips=(f"10.96.0.{rng.randrange(4)}",), ports=())
+    return Service(
+        namespace="a", name=f"svc{i}", type="ClusterIP", cluster_ips=(f"10.96.0.{rng.randrange(4)}",), ports=()
+    )
 
 
 @pytest.mark.parametrize("seed", range(10))

@@ -120,6 +120,20 @@ class View:
     opts: KubernetesOptions
     local_ips: tuple[str, ...] = ()
 
+    def own_services(self) -> tuple[bool, list[tuple[EndpointSlice, Service]]]:
+        """The slices holding one of our addresses, with their Services: CoreDNS's nsAddrs walk.
+
+        ``found`` is whether any slice holds one (a slice whose Service is gone counts, as in CoreDNS)."""
+        found = False
+        out = []
+        for ip in self.local_ips:
+            for sl in self.store.slices_with_ip(ip):
+                found = True
+                svc = self.store.service(sl.namespace, sl.service)
+                if svc is not None:
+                    out.append((sl, svc))
+        return found, out
+
     def ns_addrs(self, zone: str) -> list[tuple[str, str]]:
         """(name, address) of our own NS, as CoreDNS's nsAddrs.
 
@@ -128,23 +142,16 @@ class View:
         one); failing that, ``ns.dns.<zone>`` with our own addresses.
         """
         out: list[tuple[str, str]] = []
-        found = False
-        for ip in self.local_ips:
-            for sl in self.store.slices_with_ip(ip):
-                found = True
-                svc = self.store.service(sl.namespace, sl.service)
-                if svc is None:
-                    continue
-                base = f"{svc.name}.{svc.namespace}.svc.{zone}"
-                if svc.headless:
-                    for ep in sl.endpoints:
-                        if ep.ready:
-                            for addr in ep.addresses:
-                                out.append(
-                                    (f"{endpoint_hostname(ep, addr, self.opts.endpoint_pod_names)}.{base}", addr)
-                                )
-                else:
-                    out.extend((base, cip) for cip in svc.cluster_ips)
+        found, own = self.own_services()
+        for sl, svc in own:
+            base = f"{svc.name}.{svc.namespace}.svc.{zone}"
+            if svc.headless:
+                for ep in sl.endpoints:
+                    if ep.ready:
+                        for addr in ep.addresses:
+                            out.append((f"{endpoint_hostname(ep, addr, self.opts.endpoint_pod_names)}.{base}", addr))
+            else:
+                out.extend((base, cip) for cip in svc.cluster_ips)
         if not found:
             name = f"ns.dns.{zone}" if zone != "." else "ns.dns."
             out = [(name, ip) for ip in self.local_ips]

@@ -54,6 +54,9 @@ class Service:
     cluster_ips: tuple[str, ...]
     ports: tuple[Port, ...]
     external_name: str = ""
+    # What k8s_external publishes, in CoreDNS's order: spec.externalIPs, then each
+    # status.loadBalancer.ingress's IP, or its hostname when it has no IP.
+    external: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -194,7 +197,21 @@ def service(obj: Mapping[str, Any]) -> Service:
     external = (spec.get("externalName") or "") if svc_type == "ExternalName" else ""
     if external and not _is_domain(external):
         raise ObjectError(f"externalName {external[:80]!r} cannot be a DNS name")
-    return Service(ns, name, svc_type, tuple(ips), _ports(spec.get("ports")), external)
+    return Service(ns, name, svc_type, tuple(ips), _ports(spec.get("ports")), external, _external_addresses(obj))
+
+
+def _external_addresses(obj: Mapping[str, Any]) -> tuple[str, ...]:
+    """spec.externalIPs and the load balancer's ingress (an IP, else a hostname); what is neither is left out."""
+    out = [ip for ip in (obj.get("spec") or {}).get("externalIPs") or () if _is_ip(ip)]
+    for ingress in ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or ():
+        if not isinstance(ingress, Mapping):
+            continue
+        if ingress.get("ip"):
+            if _is_ip(ingress["ip"]):
+                out.append(ingress["ip"])
+        elif _is_domain(ingress.get("hostname")):
+            out.append(ingress["hostname"])
+    return tuple(out)
 
 
 def endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:

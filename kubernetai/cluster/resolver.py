@@ -22,7 +22,7 @@ from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.records import answer, max_records, negative_soa
 from kubernetai.cluster.store import ClusterStore
 from kubernetai.question import Question, ZoneResolver
-from kubernetai.request import MAX_CHASE_DEPTH, RequestInfo, current_request, request_info
+from kubernetai.request import MAX_CHASE_DEPTH, RequestInfo, ask_chain, current_request
 from kubernetai.wire import MAX_UDP_PAYLOAD
 from kubernetai.zones import match_zone
 
@@ -144,13 +144,8 @@ class KubernetesResolver(ZoneResolver):
         """Complete CNAMEs to outside names through the server block's chain, one level deeper."""
         answers, authority, additional = result
         for target in targets:
-            token = request_info.set(info)
             try:
-                d = self.upstream.query(dns.Query(target.rstrip("."), type, dns.IN))
-            finally:
-                request_info.reset(token)
-            try:
-                more, _, _ = yield d
+                more, _, _ = yield ask_chain(self.upstream, target, type, info)
             except Exception:
                 continue
             answers.extend(more)

@@ -57,6 +57,8 @@ INDEXES: tuple[Index, ...] = (
     Index("slices_by_ip", "EndpointSlice", _slice_ips, lambda sl: sl.key),
     Index("services_by_ip", "Service", lambda svc: [ip for ip in svc.cluster_ips if ip != "None"], lambda svc: svc.key),
     Index("pods_by_ip", "Pod", lambda pod: pod.ips, lambda pod: pod.key),
+    # k8s_external's PTR: external addresses (hostnames too: they never look like a reverse name's IP)
+    Index("services_by_external", "Service", lambda svc: svc.external, lambda svc: svc.key),
 )
 _INDEXES_OF: dict[str, tuple[Index, ...]] = {kind: tuple(i for i in INDEXES if i.kind == kind) for kind in KINDS}
 
@@ -110,6 +112,9 @@ class ClusterStore:
 
     def services_with_ip(self, ip: str) -> Iterable[Service]:
         return self._find("services_by_ip", ip)
+
+    def services_with_external(self, address: str) -> Iterable[Service]:
+        return self._find("services_by_external", address)
 
     def namespace(self, name: str) -> Namespace | None:
         return self.objects["Namespace"].get(("", name))

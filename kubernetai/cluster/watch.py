@@ -199,6 +199,7 @@ class Watcher(Service):
     events: int = 0
     # For /status and metrics: since when in this state, the last failure, counters by reason.
     since: float = 0.0
+    down_since: float = 0.0
     last_error: str = ""
     last_error_at: float = 0.0
     last_event_at: float = 0.0
@@ -236,6 +237,11 @@ class Watcher(Service):
         if state != self.state:
             self.state = state
             self.since = self.clock.seconds()
+            # Since when not watching (k8s_external's ``stale``): kept through listing, backoff, retries.
+            if state == "watching":
+                self.down_since = 0.0
+            elif not self.down_since:
+                self.down_since = self.since
             getattr(log, level)(
                 "{cluster}: {resource}: {state}", cluster=self.cluster, resource=self.spec.describe(), state=state
             )
