@@ -38,13 +38,16 @@ def run(spec: dict[str, Any]) -> None:
     plan = load(spec["config"], spec["dns_port"], reactor, worker=True)
     inherited = {(a, p): (udp, tcp, family) for a, p, udp, tcp, family in spec["listeners"]}
     service = KubernetaiService(plan, reactor, inherited=inherited, freeze_gc=True)
-    stores = {stanza.opts.name(): stanza.store for stanza in plan.server.clusters}
+    stanzas = {stanza.opts.name(): stanza for stanza in plan.server.clusters}
 
     def received(message: Any) -> None:
+        stanza = stanzas.get(message[1]) if message[0] in ("ops", "down") else None
+        if stanza is None:
+            return
         if message[0] == "ops":
-            store = stores.get(message[1])
-            if store is not None:
-                apply_ops(store, message[2])
+            apply_ops(stanza.store, message[2])
+        else:
+            stanza.replica_down_since = message[2]
 
     def primary_gone() -> None:
         if reactor.running:

@@ -29,7 +29,7 @@ import sys
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 
@@ -140,6 +140,8 @@ class WorkerPool(Service):
         self.failures: dict[int, int] = {}
         self.restarts = 0
         self._stopping = False
+        self._down: dict[str, float | None] = {}  # what the workers were last told of each stanza's watches
+        self._connection_states: Any = None
         service.adopted_hooks.append(self._reloaded)
 
     # ------------------------------------------------------------ life cycle
@@ -148,10 +150,26 @@ class WorkerPool(Service):
         self._attach(self.service.plan)
         for slot in range(1, self.count):
             self._spawn(slot)
+        self._connection_states = task.LoopingCall(self._tell_down_since)
+        self._connection_states.clock = self.reactor
+        self._connection_states.start(METER_EVERY, now=False)
+
+    def _tell_down_since(self) -> None:
+        """Each stanza's watch state, for k8s_external's ``stale`` (a worker has no watch to judge by)."""
+        for stanza in self.service.plan.server.clusters:
+            name, down = stanza.opts.name(), stanza.down_since()
+            if self._down.get(name, None) != down:
+                self._down[name] = down
+                data = pickle.dumps(("down", name, down), protocol=pickle.HIGHEST_PROTOCOL)
+                for w in self._live():
+                    if w.channel is not None:
+                        w.channel.sendString(data)
 
     def stopService(self) -> defer.Deferred:
         super().stopService()
         self._stopping = True
+        if self._connection_states is not None and self._connection_states.running:
+            self._connection_states.stop()
         everyone = list(self.workers.values()) + self.retiring
         for w in everyone:
             self._terminate(w)
@@ -194,6 +212,7 @@ class WorkerPool(Service):
             name = stanza.opts.name()
             for batch in snapshot_ops(stanza.store):
                 w.channel.send(("ops", name, batch))
+            w.channel.send(("down", name, stanza.down_since()))
 
     # ------------------------------------------------------------ processes
     def _spawn(self, slot: int) -> None:

@@ -30,6 +30,7 @@ from kubernetai.cluster.store import ClusterStore
 
 from .conftest import wait_for_log
 from .fakeapi import FakeCluster, listen, namespace, service, slice_
+from .test_multicluster import clusters as clusters  # noqa: F401  (the fixture)
 from .test_reload import CLUSTER_A
 from .twistd import Server
 
@@ -309,3 +310,42 @@ def test_a_reload_replaces_every_worker_and_loses_no_answer(tmp_path):
             if _alive(p):
                 os.kill(p, signal.SIGKILL)
     assert "Traceback" not in server.log()
+
+
+@pytest.mark.e2e
+@pytest_twisted.inlineCallbacks
+def test_workers_see_a_cluster_go_stale_as_the_primary_does(tmp_path, clusters):  # noqa: F811
+    edge = [("http", "TCP", 80)]
+    clusters.add("east", [namespace("default"), service("web", ip="10.96.0.1", ports=edge, external_ips=["192.0.2.1"])])
+    clusters.add("west", [namespace("default"), service("web", ip="10.97.0.1", ports=edge, external_ips=["192.0.2.2"])])
+    path = tmp_path / "Corefile"
+    path.write_text(
+        ".:0 {\n bind 127.0.0.1\n ready 127.0.0.1:0\n k8s_external example.com {\n  merge\n  stale 1s\n }\n"
+        f" kubernetai cluster.local {{\n  endpoint {clusters.url('east')}\n  fallthrough\n }}\n"
+        f" kubernetai cluster.local {{\n  endpoint {clusters.url('west')}\n }}\n}}\n"
+    )
+    server = yield threads.deferToThread(Server, path, "--workers", "2")
+    pids: list[int] = []
+
+    def answers() -> set[str]:
+        out = set()
+        for _ in range(20):
+            q = dns.message.make_query("web.default.example.com", "A")
+            r = dns.query.udp(q, "127.0.0.1", port=server.port, timeout=3)
+            out.add(",".join(sorted(rr.address for rrset in r.answer for rr in rrset)))
+        return out
+
+    try:
+        (ready_port,) = server.http.values()
+        assert (yield threads.deferToThread(_wait, lambda: _ready(ready_port), 15))
+        status = json.loads((yield threads.deferToThread(_get, ready_port, "/status")))
+        pids = [w["pid"] for w in status["workers"]["workers"]]
+        assert (yield threads.deferToThread(answers)) == {"192.0.2.1,192.0.2.2"}
+        clusters.stop("west")
+        # Every process (the kernel spreads the 20 queries over both) leaves west out after 1 s.
+        assert (yield threads.deferToThread(_wait, lambda: answers() == {"192.0.2.1"}, 10))
+    finally:
+        yield threads.deferToThread(server.stop)
+        for p in pids:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)

@@ -151,10 +151,13 @@ class KubernetesCluster(KubernetesResolver, MultiService):
         watchers = self._watchers()
         return self.opts.manifests != () or (bool(watchers) and all(w.state == "watching" for w in watchers))
 
+    # A ``--workers`` copy has no watch: the primary tells it its stanza's down_since (workers.py).
+    replica_down_since: float | None = None
+
     def down_since(self) -> float | None:
         """Since when some watch of this stanza has not been watching; None while all are (or for files)."""
         times = [w.down_since for w in self._watchers() if w.state != "watching" and w.down_since]
-        return min(times) if times else None
+        return min(times) if times else self.replica_down_since
 
     def source(self) -> dict:
         """Where the data comes from, without credentials (endpoint URLs never carry any: options.py)."""
