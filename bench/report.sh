@@ -4,7 +4,8 @@
 # cached mix (kubernetai and the dict ceiling, over sockets), 1 and 2 workers (over sockets, both
 # cores shared with dnsperf), churn and uncached (in process), metrics cost (in process), start-up
 # to the first answer.  Loopback only; bounded in time.
-# Not in it: the Go kubernetai's ratio (it needs an API server; bench/README.md has the last one).
+# Then the Go kubernetai against us on the same API server (bench/go_ratio.py; skipped when
+# ../shared/seed/build.sh has not built it), memory from the API and from manifests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-10000}
@@ -24,6 +25,9 @@ for i in $(seq "$PAIRS"); do
     echo "workers $w, pair $i: $(echo "$r" | awk '{printf "%s q/s, %s us CPU/query, RSS KiB per process:", $1, $2; for (i = 3; i <= NF; i++) printf " %s", $i}')"
   done
 done
+.venv/bin/python bench/go_ratio.py "$N" "$SECS" "$PAIRS"
+.venv/bin/python bench/api_memory.py "$N"
+.venv/bin/python bench/api_memory.py "$N" --manifests
 .venv/bin/python bench/uncached.py "$N" 4
 .venv/bin/python bench/churn.py "$N" 4
 .venv/bin/python bench/metrics_cost.py
