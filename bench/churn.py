@@ -1,4 +1,4 @@
-"""Cached throughput under EndpointSlice churn, in process (issue 15): bench/churn.py [SERVICES] [SECONDS].
+"""Cached throughput under EndpointSlice churn, in process (issue 15): bench/churn.py [SERVICES] [SECONDS] [ROUNDS].
 
 Queries a mix of names (A and SRV of Services, NXDOMAIN and NODATA) as fast
 as one core allows for SECONDS, with and without 20 EndpointSlice changes a
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import statistics
 import sys
 import time
 
@@ -87,10 +88,19 @@ def run(n: int, seconds: float, churn: bool, coarse: bool) -> float:
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 5
+    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     for label, coarse in (("fine-grained (now)", False), ("store-wide (before)", True)):
-        quiet = run(n, seconds, churn=False, coarse=coarse)
-        busy = run(n, seconds, churn=True, coarse=coarse)
-        print(f"{label}: {quiet:,.0f} answers/s without churn, {busy:,.0f} with 20 changes/s: {busy / quiet:.2f}x")
+        quiet, busy = [], []
+        for _ in range(rounds):  # interleaved: this machine drifts between runs
+            quiet.append(run(n, seconds, churn=False, coarse=coarse))
+            busy.append(run(n, seconds, churn=True, coarse=coarse))
+        q, b = statistics.median(quiet), statistics.median(busy)
+        ratios = [x / y for x, y in zip(busy, quiet, strict=True)]
+        each = ", ".join(f"{r:.2f}" for r in ratios)
+        print(
+            f"{label}: {q:,.0f} answers/s without churn, {b:,.0f} with 20 changes/s (medians of {rounds}); "
+            f"with/without per round: {each}; median {statistics.median(ratios):.2f}x"
+        )
 
 
 if __name__ == "__main__":

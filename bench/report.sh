@@ -29,6 +29,6 @@ done
 .venv/bin/python bench/api_memory.py "$N"
 .venv/bin/python bench/api_memory.py "$N" --manifests
 .venv/bin/python bench/uncached.py "$N" 4
-.venv/bin/python bench/churn.py "$N" 4
+.venv/bin/python bench/churn.py "$N" 4 5
 .venv/bin/python bench/metrics_cost.py
 .venv/bin/python bench/startup.py 5

@@ -188,7 +188,7 @@ class FakeCluster:
             w.request.transport.abortConnection() if hasattr(
                 w.request.transport, "abortConnection"
             ) else w.request.transport.loseConnection()
-        elif not w.request.finished:
+        elif not w.request.finished and not w.request._disconnected:  # a client gone: nothing to finish
             w.request.finish()
 
 
