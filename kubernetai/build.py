@@ -22,7 +22,7 @@ from twisted.logger import Logger
 
 from kubernetai import version_line
 from kubernetai.chain import chain
-from kubernetai.corefile import CorefileError, Directive, ServerBlock, parse_file, parse_text
+from kubernetai.corefile import CorefileError, Directive, ServerBlock, parse_text
 from kubernetai.directives import order_of, registry
 from kubernetai.listen import SharedSockets, adopt_udp_tcp, listen_reuseport, listen_udp_tcp
 from kubernetai.plugin import ServerContext, Setup, SetupContext
@@ -52,6 +52,9 @@ class BlockPlan:
 class Plan:
     blocks: list[BlockPlan]
     server: ServerContext
+    # The Corefile text this plan was built from (``--workers`` build from it, not from the file,
+    # which may have changed since).
+    text: str = ""
 
     def listeners(self) -> dict[tuple[str, int], list[Block]]:
         """(address, port) → the blocks listening there ('' = all addresses)."""
@@ -165,8 +168,15 @@ def load(
 ) -> Plan:
     """Parse and build a Corefile file; raises CorefileError with file:line."""
     directives = registry()
-    blocks = parse_file(path, directives.__contains__, environ, directives)
-    return build(blocks, default_port, reactor, directives, previous, worker)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CorefileError(path, 0, f"cannot read Corefile: {e}") from None
+    blocks = parse_text(text, path, directives.__contains__, environ, directives)
+    plan = build(blocks, default_port, reactor, directives, previous, worker)
+    plan.text = text
+    return plan
 
 
 def load_text(
@@ -176,10 +186,13 @@ def load_text(
     file: str = "Corefile",
     environ: Mapping[str, str] | None = None,
     previous: Plan | None = None,
+    worker: bool = False,
 ) -> Plan:
     directives = registry()
     blocks = parse_text(text, file, directives.__contains__, environ, directives)
-    return build(blocks, default_port, reactor, directives, previous)
+    plan = build(blocks, default_port, reactor, directives, previous, worker)
+    plan.text = text
+    return plan
 
 
 def _resolvers_in(resolver: Any) -> list[Any]:

@@ -30,18 +30,32 @@ def _line(event: dict) -> str:
 
 
 def run(spec: dict[str, Any]) -> None:
+    """Serve until the primary goes away; the Corefile's text comes first on the channel."""
     from twisted.internet import reactor
 
-    from kubernetai.build import KubernetaiService, load
-
     globalLogBeginner.beginLoggingTo([FileLogObserver(sys.stderr, _line)], redirectStandardIO=False)
-    plan = load(spec["config"], spec["dns_port"], reactor, worker=True)
-    inherited = {(a, p): (udp, tcp, family) for a, p, udp, tcp, family in spec["listeners"]}
-    service = KubernetaiService(plan, reactor, inherited=inherited, freeze_gc=True)
-    stanzas = {stanza.opts.name(): stanza for stanza in plan.server.clusters}
+    worker = _Worker(spec, reactor)
+    worker.channel = adopt_channel(
+        reactor, socket.socket(fileno=spec["channel"]), Channel(worker.received, on_lost=worker.primary_gone)
+    )
+    reactor.run()
 
-    def received(message: Any) -> None:
-        stanza = stanzas.get(message[1]) if message[0] in ("ops", "down") else None
+
+class _Worker:
+    """One worker process: builds the primary's Corefile text, then applies what the primary sends."""
+
+    def __init__(self, spec: dict[str, Any], reactor: Any) -> None:
+        self.spec = spec
+        self.reactor = reactor
+        self.channel: Channel | None = None
+        self.plan: Any = None
+        self.stanzas: dict[str, Any] = {}
+
+    def received(self, message: Any) -> None:
+        if message[0] == "corefile":
+            self._start(message[1])
+            return
+        stanza = self.stanzas.get(message[1]) if message[0] in ("ops", "down") else None
         if stanza is None:
             return
         if message[0] == "ops":
@@ -49,33 +63,39 @@ def run(spec: dict[str, Any]) -> None:
         else:
             stanza.replica_down_since = message[2]
 
-    def primary_gone() -> None:
-        if reactor.running:
-            reactor.stop()
+    def primary_gone(self) -> None:
+        if self.reactor.running:
+            self.reactor.stop()
 
-    channel = adopt_channel(reactor, socket.socket(fileno=spec["channel"]), Channel(received, on_lost=primary_gone))
+    def _start(self, text: str) -> None:
+        from kubernetai.build import KubernetaiService, load_text
 
-    def send_meters() -> None:
+        spec, reactor = self.spec, self.reactor
+        self.plan = plan = load_text(text, spec["dns_port"], reactor, file=spec["config"], worker=True)
+        inherited = {(a, p): (udp, tcp, family) for a, p, udp, tcp, family in spec["listeners"]}
+        service = KubernetaiService(plan, reactor, inherited=inherited, freeze_gc=True)
+        self.stanzas = {stanza.opts.name(): stanza for stanza in plan.server.clusters}
+        service.startService()
+        reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+        waits = [stanza.when_synced() for stanza in plan.server.clusters]
+        defer.gatherResults(waits).addCallback(lambda _: self._send(("ready",)))
+        meters = task.LoopingCall(self._send_meters)
+        meters.clock = reactor
+        meters.start(METER_EVERY, now=False)
+
+    def _send(self, message: Any) -> None:
+        if self.channel is not None:
+            self.channel.send(message)
+
+    def _send_meters(self) -> None:
+        plan = self.plan
         metrics = plan.server.metrics
         meters = {s: (m.counts, m.sums) for s, m in metrics.meters.items()} if metrics is not None else {}
         caches = {
             s: {"entries": len(c), "hits": c.hits, "misses": c.misses, "evictions": c.evictions}
             for s, c in plan.server.answer_caches.items()
         }
-        channel.send(("meter", meters, caches))
-
-    meters = task.LoopingCall(send_meters)
-    meters.clock = reactor
-
-    def serving() -> None:
-        waits = [stanza.when_synced() for stanza in plan.server.clusters]
-        defer.gatherResults(waits).addCallback(lambda _: channel.send(("ready",)))
-        meters.start(METER_EVERY, now=False)
-
-    reactor.callWhenRunning(service.startService)
-    reactor.callWhenRunning(serving)
-    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    reactor.run()
+        self._send(("meter", meters, caches))
 
 
 def main() -> None:

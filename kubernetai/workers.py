@@ -195,7 +195,8 @@ class WorkerPool(Service):
                 stanza.store.journal = Journal(functools.partial(self._broadcast, stanza.opts.name()))
 
     def _all_ready(self) -> bool:
-        return all(w.ready for w in self.workers.values())
+        """Every slot has a worker serving its copy (a slot waiting to restart one is not ready)."""
+        return len(self.workers) == self.count - 1 and all(w.ready for w in self.workers.values())
 
     def _broadcast(self, name: str, batch: list[tuple]) -> None:
         data = pickle.dumps(("ops", name, batch), protocol=pickle.HIGHEST_PROTOCOL)
@@ -229,7 +230,13 @@ class WorkerPool(Service):
             child_fds[next_fd], child_fds[next_fd + 1] = s.udp.fileno(), s.tcp.fileno()
             listeners.append([addr, port, next_fd, next_fd + 1, s.family])
             next_fd += 2
-        spec = {"config": self.config, "dns_port": self.dns_port, "slot": slot, "channel": 3, "listeners": listeners}
+        spec = {
+            "config": self.config,
+            "dns_port": self.dns_port,
+            "slot": slot,
+            "channel": 3,
+            "listeners": listeners,
+        }
         try:
             w.process = self.reactor.spawnProcess(
                 _Output(self, w),
@@ -244,6 +251,8 @@ class WorkerPool(Service):
         w.process.closeStdin()
         w.channel = adopt_channel(self.reactor, ours, Channel(lambda m: self._received(w, m)))
         self.workers[slot] = w
+        # The text the running plan was built from, not the file: it may have changed (or broken) since.
+        w.channel.send(("corefile", self.service.plan.text))
         self._bootstrap(w)
         log.info("kubernetai: worker {n} started (pid {pid})", n=slot, pid=w.process.pid)
 

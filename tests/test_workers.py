@@ -349,3 +349,40 @@ def test_workers_see_a_cluster_go_stale_as_the_primary_does(tmp_path, clusters):
         for p in pids:
             if _alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+@pytest.mark.e2e
+@pytest_twisted.inlineCallbacks
+def test_a_restarted_worker_builds_the_running_configuration_not_the_edited_file(tmp_path):
+    (tmp_path / "a.yaml").write_text(CLUSTER_A)
+    path = tmp_path / "Corefile"
+    text = ".:0 {{\n bind 127.0.0.1\n ready 127.0.0.1:0\n kubernetai cluster.local {{\n  manifests a.yaml\n  ttl {ttl}\n }}\n}}\n"
+    path.write_text(text.format(ttl=5))
+    server = yield threads.deferToThread(Server, path, "--workers", "2")
+    pids: list[int] = []
+
+    def ttls() -> set[int]:
+        out = set()
+        for _ in range(20):
+            q = dns.message.make_query("web.default.svc.cluster.local", "A")
+            out.add(dns.query.udp(q, "127.0.0.1", port=server.port, timeout=3).answer[0].ttl)
+        return out
+
+    try:
+        (ready_port,) = server.http.values()
+        assert (yield threads.deferToThread(_wait, lambda: _ready(ready_port), 15))
+        status = json.loads((yield threads.deferToThread(_get, ready_port, "/status")))
+        pids = [w["pid"] for w in status["workers"]["workers"]]
+        path.write_text(text.format(ttl=9).replace("manifests", "nonsense"))  # edited, broken, not reloaded
+        os.kill(pids[0], signal.SIGKILL)
+        yield threads.deferToThread(wait_for_log, server.out, r"worker 1 ended", server.proc, 10)
+        assert (yield threads.deferToThread(_wait, lambda: _ready(ready_port), 15))
+        status = json.loads((yield threads.deferToThread(_get, ready_port, "/status")))
+        pids += [w["pid"] for w in status["workers"]["workers"]]
+        assert (yield threads.deferToThread(ttls)) == {5}
+    finally:
+        yield threads.deferToThread(server.stop)
+        for p in pids:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+    assert "Traceback" not in server.log()
