@@ -67,6 +67,18 @@ class KubernetesResolver(ZoneResolver):
         self._narrow(info, q, ans)
         if ans.refused:
             return defer.fail(outcome.Reply(dns.EREFUSED))
+        if ans.answers and not ans.name_error:
+            result: tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]] = (
+                list(ans.answers),
+                [],
+                list(ans.additional),
+            )
+            if ans.chase:
+                info.trace.cacheable = False  # completed through other resolvers
+                if self.upstream is not None and info.chase_depth < MAX_CHASE_DEPTH:
+                    return self._chase(result, ans.chase, type, info.chased())
+            return defer.succeed(result)
+        # Only negative answers carry the SOA (making it was a tenth of an uncached positive answer).
         authority = [negative_soa(self.view, q.zone)]
         if ans.name_error:
             if self.opts.fallthrough.through(q.lname):
@@ -75,18 +87,7 @@ class KubernetesResolver(ZoneResolver):
                 reason = f"{self.opts.name()}: not synced with its cluster yet"
                 return defer.fail(outcome.Reply(dns.ESERVER, authority=authority, authoritative=True, reason=reason))
             return defer.fail(outcome.NXDomain(name, authority))
-        if not ans.answers:
-            return defer.succeed(([], authority, []))
-        result: tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]] = (
-            list(ans.answers),
-            [],
-            list(ans.additional),
-        )
-        if ans.chase:
-            info.trace.cacheable = False  # completed through other resolvers
-            if self.upstream is not None and info.chase_depth < MAX_CHASE_DEPTH:
-                return self._chase(result, ans.chase, type, info.chased())
-        return defer.succeed(result)
+        return defer.succeed(([], authority, []))
 
     def _narrow(self, info: RequestInfo, q: Question, ans: Any) -> None:
         """Let the server keep this answer while only what it read is unchanged, not the whole store.
