@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test test-fast lint check compare clean
+.PHONY: demo test test-fast lint check compare compare-external clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,14 @@ compare: $(STAMP)
 	@test -x $(SEED_BIN)/$(REFERENCE) || bash $(SHARED)/seed/build.sh $(SEED_BIN)
 	$(BIN)/python $(SHARED)/tools/differential.py --venv $(VENV) --cmd-b "$(SEED_BIN)/$(REFERENCE) -conf" \
 	    --seeds $(SEEDS) --time-budget 3600 --out build/compare/$(REFERENCE) --json build/compare/$(REFERENCE).json
+
+# Development tool, not part of `make test`: our k8s_external against plain CoreDNS 1.15's
+# (kubernetes + k8s_external), built from the Go module cache; needs ../shared/tools/fakekube.py and Go.
+COREDNS_PLAIN ?= $(SEED_BIN)/coredns-plain-1.15
+compare-external: $(STAMP)
+	@test -f $(SHARED)/tools/fakekube.py || { echo "make compare-external: $(SHARED)/tools not found (set SHARED=...)"; exit 2; }
+	@test -x $(COREDNS_PLAIN) || (cd $$(go env GOMODCACHE)/github.com/coredns/coredns@v1.15.0 && GOFLAGS=-mod=mod go build -o $(COREDNS_PLAIN) .)
+	$(BIN)/python tests/compare_external.py --coredns $(COREDNS_PLAIN) --fakekube $(SHARED)/tools/fakekube.py
 
 check: $(STAMP)
 	$(BIN)/twistd --pidfile= -n kubernetai --config etc/Corefile.example --check
