@@ -26,7 +26,7 @@ import os
 import pickle
 import socket
 import sys
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet import defer, protocol, task
@@ -41,6 +41,8 @@ log = Logger()
 
 # One message: a batch of store ops (a snapshot is sent in batches of replica.BATCH_OBJECTS objects).
 MAX_MESSAGE = 64 * 1024 * 1024
+# What a worker may leave unread before it is killed and restarted (it then gets a fresh snapshot).
+MAX_BACKLOG = 256 * 1024 * 1024
 METER_EVERY = 1.0
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 STOP_GRACE = 5.0
@@ -69,6 +71,11 @@ class Channel(Int32StringReceiver):
     def connectionLost(self, reason: Any = None) -> None:
         if self.on_lost is not None:
             self.on_lost()
+
+
+def _unsent(transport: Any) -> int:
+    """Bytes written to a Twisted stream transport and not yet sent (its buffer and pending writes)."""
+    return len(getattr(transport, "dataBuffer", b"")) + int(getattr(transport, "_tempDataLen", 0))
 
 
 class _ChannelFactory(protocol.Factory):
@@ -160,10 +167,7 @@ class WorkerPool(Service):
             name, down = stanza.opts.name(), stanza.down_since()
             if self._down.get(name, None) != down:
                 self._down[name] = down
-                data = pickle.dumps(("down", name, down), protocol=pickle.HIGHEST_PROTOCOL)
-                for w in self._live():
-                    if w.channel is not None:
-                        w.channel.sendString(data)
+                self._to_all(("down", name, down))
 
     def stopService(self) -> defer.Deferred:
         super().stopService()
@@ -199,10 +203,26 @@ class WorkerPool(Service):
         return len(self.workers) == self.count - 1 and all(w.ready for w in self.workers.values())
 
     def _broadcast(self, name: str, batch: list[tuple]) -> None:
-        data = pickle.dumps(("ops", name, batch), protocol=pickle.HIGHEST_PROTOCOL)
+        self._to_all(("ops", name, batch))
+
+    def _to_all(self, message: tuple) -> None:
+        """One pickle, sent to every live worker; a worker that stopped reading is killed, not buffered for."""
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         for w in self._live():
-            if w.channel is not None:
-                w.channel.sendString(data)
+            if w.channel is None or w.channel.transport is None:
+                continue
+            if _unsent(w.channel.transport) > MAX_BACKLOG:
+                log.error(
+                    "kubernetai: worker {n} has not read {mb} MiB of changes; killing it (it restarts with a snapshot)",
+                    n=w.slot,
+                    mb=MAX_BACKLOG >> 20,
+                )
+                cast(Any, w.channel.transport).abortConnection()
+                w.channel = None
+                if w.process is not None and w.process.pid is not None:
+                    w.process.signalProcess("KILL")
+                continue
+            w.channel.sendString(data)
 
     def _live(self) -> list[Worker]:
         return list(self.workers.values()) + self.retiring

@@ -22,7 +22,7 @@ import dns.message
 import dns.query
 import pytest
 import pytest_twisted
-from twisted.internet import threads
+from twisted.internet import reactor, threads
 
 from kubernetai.cluster.objects import Endpoint, EndpointSlice, Service
 from kubernetai.cluster.replica import SNAPSHOT_SCOPE, Journal, apply_ops, snapshot_ops
@@ -386,3 +386,26 @@ def test_a_restarted_worker_builds_the_running_configuration_not_the_edited_file
             if _alive(p):
                 os.kill(p, signal.SIGKILL)
     assert "Traceback" not in server.log()
+
+
+def test_a_worker_that_stops_reading_is_killed_not_buffered_for(monkeypatch):
+    import socket as socketlib
+    from types import SimpleNamespace
+
+    from kubernetai import workers
+
+    monkeypatch.setattr(workers, "MAX_BACKLOG", 1024 * 1024)
+    service_ = SimpleNamespace(adopted_hooks=[], plan=SimpleNamespace(server=SimpleNamespace(clusters=[])))
+    pool = workers.WorkerPool(service_, 2, "Corefile", 53, reactor)
+    ours, theirs = socketlib.socketpair()  # the worker's end is never read
+    signals = []
+    w = workers.Worker(1, 0)
+    w.process = SimpleNamespace(pid=4242, signalProcess=signals.append)
+    w.channel = workers.adopt_channel(reactor, ours, workers.Channel(lambda m: None))
+    pool.workers[1] = w
+    try:
+        for _ in range(20):  # 20 x 256 KiB: past the 1 MiB limit well before the end
+            pool._to_all(("ops", "east", [("touch",)] * 1 + [("pad", b"x" * 256 * 1024)]))
+        assert signals == ["KILL"] and w.channel is None
+    finally:
+        theirs.close()
