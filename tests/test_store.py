@@ -47,3 +47,26 @@ def test_every_index_answers_what_a_scan_of_the_objects_answers(seed):
             assert {sl.key for sl in store.slices("a", f"svc{n}")} == want_by_service
         # A key no object has any more is gone, not an empty bucket.
         assert all(bucket not in ({}, None) for table in store.indexes.values() for bucket in table.values())
+
+
+def test_objects_pickle_as_their_arguments_and_come_back_equal():
+    """The manifests child and --workers send objects pickled; no per-object state dict on the way."""
+    import pickle
+
+    from kubernetai.cluster.objects import Namespace, Pod, Port, ServiceImport
+
+    port = Port("http", "TCP", 80)
+    values = [
+        port,
+        Service("a", "web", "ClusterIP", ("10.0.0.1",), (port,), "", ("192.0.2.1", "lb.example.com")),
+        EndpointSlice("a", "web-x", "web", (Endpoint(("10.1.0.1",), "h", True, "pod-0", "z"),), (port,), False, "c"),
+        Pod("a", "pod-0", ("10.1.0.1",)),
+        Namespace("a"),
+        ServiceImport("a", "web", "ClusterSetIP", ("10.2.0.1",), (port,)),
+    ]
+    for value in values:
+        back = pickle.loads(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+        assert back == value and type(back) is type(value)
+        assert b"__getstate__" not in pickle.dumps(value) and type(value).__reduce__(value)[0] is type(value)
+    sl = pickle.loads(pickle.dumps(values[2]))
+    assert sl.ready_addresses == 1  # computed again, not carried
