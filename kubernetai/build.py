@@ -155,6 +155,8 @@ def build(
             plans.append(_build_block(sb, dedupe(zones), port, server, directives))
     if not plans:
         raise CorefileError("Corefile", 1, "no server blocks")
+    for check in server.final_checks:
+        check()
     return Plan(plans, server)
 
 

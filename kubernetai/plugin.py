@@ -74,6 +74,8 @@ class ServerContext:
     metric_sources: list[Callable[[], Any]] = attrs.Factory(list)
     # A ``--workers`` process: stanzas are copies fed by the primary, HTTP pages are the primary's.
     worker: bool = False
+    # Run once every block is built; may raise CorefileError (what one block cannot judge alone).
+    final_checks: list[Callable[[], None]] = attrs.Factory(list)
     # More top-level /status sections ("workers": the pool's), by name.
     process_status: dict[str, Callable[[], Any]] = attrs.Factory(dict)
     _shared: dict[Hashable, Any] = attrs.Factory(dict)

@@ -524,6 +524,7 @@ def test_transfer_lists_what_queries_would_answer():
         ("stale 10s", "stale applies to merged answers"),
         ("merge now", "argument"),
         ("nonsense", "unknown property 'nonsense'"),
+        ("", "no kubernetai (or kubernetes) stanza"),
     ],
 )
 def test_option_errors_name_the_line(body, problem):

@@ -373,6 +373,11 @@ def setup(d: Directive, ctx: SetupContext) -> ExternalResolver:
         own = [u for u in ctx.chain_users if isinstance(u, KubernetesResolver)]
         resolver.stanzas = own or ctx.server.clusters
 
+    def check() -> None:
+        if not resolver.stanzas:  # CoreDNS: "kubernetes plugin not loaded"
+            raise d.error("no kubernetai (or kubernetes) stanza in this Corefile to publish Services from")
+
     ctx.chain_hooks.append(bind)
     ctx.chain_users.append(resolver)
+    ctx.server.final_checks.append(check)
     return resolver
