@@ -149,6 +149,7 @@ class WorkerPool(Service):
         self._stopping = False
         self._down: dict[str, float | None] = {}  # what the workers were last told of each stanza's watches
         self._connection_states: Any = None
+        self._fed: list[Any] = []  # the stanzas whose stores are journalled to the workers
         service.adopted_hooks.append(self._reloaded)
 
     # ------------------------------------------------------------ life cycle
@@ -194,6 +195,11 @@ class WorkerPool(Service):
         plan.server.process_status["workers"] = self.status
         if "workers" not in plan.server.readiness.checks:  # /ready: every worker serving its copy
             plan.server.readiness.add("workers", self._all_ready)
+        # A stanza the new plan replaced (the same name, another store) must send nothing more.
+        for stanza in self._fed:
+            if stanza not in plan.server.clusters:
+                stanza.store.journal = None
+        self._fed = list(plan.server.clusters)
         for stanza in plan.server.clusters:
             if stanza.store.journal is None:
                 stanza.store.journal = Journal(functools.partial(self._broadcast, stanza.opts.name()))

@@ -409,3 +409,26 @@ def test_a_worker_that_stops_reading_is_killed_not_buffered_for(monkeypatch):
         assert signals == ["KILL"] and w.channel is None
     finally:
         theirs.close()
+
+
+def test_a_replaced_stanza_stops_feeding_the_workers():
+    """On a reload the new stanza has the old one's name: the old store must send nothing more."""
+    from types import SimpleNamespace
+
+    from kubernetai import workers
+    from kubernetai.plugin import Readiness
+
+    def plan(*stanzas):
+        return SimpleNamespace(server=SimpleNamespace(clusters=list(stanzas), process_status={}, readiness=Readiness()))
+
+    def stanza():
+        return SimpleNamespace(store=ClusterStore(), opts=SimpleNamespace(name=lambda: "east"))
+
+    old, new, kept = stanza(), stanza(), stanza()
+    service_ = SimpleNamespace(adopted_hooks=[], plan=plan(old, kept))
+    pool = workers.WorkerPool(service_, 2, "Corefile", 53, reactor)
+    pool._attach(service_.plan)
+    assert old.store.journal is not None and kept.store.journal is not None
+    journal = kept.store.journal
+    pool._attach(plan(new, kept))
+    assert old.store.journal is None and new.store.journal is not None and kept.store.journal is journal
