@@ -22,7 +22,7 @@ from twisted.logger import Logger
 
 from kubernetai import version_line
 from kubernetai.chain import chain
-from kubernetai.corefile import CorefileError, Directive, ServerBlock, parse_text
+from kubernetai.corefile import CorefileError, Directive, ServerBlock, parse_text, read_corefile
 from kubernetai.directives import order_of, registry
 from kubernetai.listen import SharedSockets, adopt_udp_tcp, listen_reuseport, listen_udp_tcp
 from kubernetai.plugin import ServerContext, Setup, SetupContext
@@ -169,16 +169,7 @@ def load(
     worker: bool = False,
 ) -> Plan:
     """Parse and build a Corefile file; raises CorefileError with file:line."""
-    directives = registry()
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CorefileError(path, 0, f"cannot read Corefile: {e}") from None
-    blocks = parse_text(text, path, directives.__contains__, environ, directives)
-    plan = build(blocks, default_port, reactor, directives, previous, worker)
-    plan.text = text
-    return plan
+    return load_text(read_corefile(path), default_port, reactor, path, environ, previous, worker)
 
 
 def load_text(

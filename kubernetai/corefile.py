@@ -24,6 +24,7 @@ __all__ = [
     "tokenize",
     "parse_text",
     "parse_file",
+    "read_corefile",
 ]
 
 # Whether a name is a registered directive ("unknown directive" otherwise).
@@ -523,12 +524,16 @@ def parse_file(
     names: Iterable[str] = (),
 ) -> list[ServerBlock]:
     """Read and parse a Corefile; a missing file is a CorefileError too."""
+    return parse_text(read_corefile(path), path, is_directive, environ, names)
+
+
+def read_corefile(path: str) -> str:
+    """A Corefile's text; one that cannot be read is a CorefileError."""
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise CorefileError(path, 0, f"cannot read Corefile: {e}") from None
-    return parse_text(text, path, is_directive, environ, names)
 
 
 def walk(directives: Sequence[Directive]) -> Iterator[Directive]:

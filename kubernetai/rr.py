@@ -14,18 +14,29 @@ def owner_zone(qname: str, zone: str) -> str:
     return qname[len(qname) - len(zone) :] if len(qname) >= len(zone) else zone
 
 
-def soa(zone: str, ttl: int, serial: int, auth: bool = True) -> dns.RRHeader:
-    """CoreDNS's SOA: ``zone min(ttl,300) SOA ns.dns.zone hostmaster.zone serial 7200 1800 86400 ttl``."""
+def soa(
+    zone: str,
+    ttl: int,
+    serial: int,
+    auth: bool = True,
+    mname: str = "ns.dns",
+    rname: str = "hostmaster",
+    cap: int = 300,
+) -> dns.RRHeader:
+    """CoreDNS's SOA: ``zone min(ttl,cap) SOA MNAME.zone RNAME.zone serial 7200 1800 86400 ttl``.
+
+    The kubernetes zone's: ``ns.dns`` and ``hostmaster``, TTL capped at 300;
+    k8s_external's: ``ns1.APEX`` and ``hostmaster.APEX``, its own TTL."""
     base = "" if zone == "." else zone.rstrip(".")
     suffix = ("." + base) if base else ""
     record = dns.Record_SOA(
-        mname="ns.dns" + suffix,
-        rname="hostmaster" + suffix,
+        mname=mname + suffix,
+        rname=rname + suffix,
         serial=serial,
         refresh=7200,
         retry=1800,
         expire=86400,
         minimum=ttl,
-        ttl=min(ttl, 300),
+        ttl=min(ttl, cap),
     )
-    return dns.RRHeader(base, dns.SOA, dns.IN, min(ttl, 300), record, auth=auth)
+    return dns.RRHeader(base, dns.SOA, dns.IN, min(ttl, cap), record, auth=auth)

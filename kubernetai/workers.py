@@ -118,9 +118,8 @@ class _Output(protocol.ProcessProtocol):
 class Worker:
     """One worker process of a slot (1..N-1), and what the primary knows of it."""
 
-    def __init__(self, slot: int, generation: int) -> None:
+    def __init__(self, slot: int) -> None:
         self.slot = slot
-        self.generation = generation
         self.channel: Channel | None = None
         self.process: Any = None
         self.ready = False
@@ -141,7 +140,6 @@ class WorkerPool(Service):
         self.config = os.path.abspath(config)
         self.dns_port = dns_port
         self.reactor = reactor
-        self.generation = 0
         self.workers: dict[int, Worker] = {}  # slot → the worker serving it
         self.retiring: list[Worker] = []  # replaced on a reload, stopped once their successor is ready
         self.failures: dict[int, int] = {}
@@ -175,7 +173,7 @@ class WorkerPool(Service):
         self._stopping = True
         if self._connection_states is not None and self._connection_states.running:
             self._connection_states.stop()
-        everyone = list(self.workers.values()) + self.retiring
+        everyone = self._live()
         for w in everyone:
             self._terminate(w)
         return defer.DeferredList([w.ended for w in everyone])
@@ -183,7 +181,6 @@ class WorkerPool(Service):
     def _reloaded(self, plan: Any) -> None:
         """A new configuration: feed its stanzas, and replace every worker (it builds from the Corefile)."""
         self._attach(plan)
-        self.generation += 1
         for slot in range(1, self.count):
             old = self.workers.get(slot)
             if old is not None:
@@ -243,7 +240,7 @@ class WorkerPool(Service):
 
     # ------------------------------------------------------------ processes
     def _spawn(self, slot: int) -> None:
-        w = Worker(slot, self.generation)
+        w = Worker(slot)
         w.started = self.reactor.seconds()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         child_fds: dict[int, Any] = {0: "w", 1: "r", 2: "r", 3: theirs.fileno()}

@@ -160,6 +160,34 @@ def _ready(port: int) -> bool:
     return True
 
 
+def _workers(ready_port: int) -> dict:
+    """The primary's /status about its workers."""
+    return json.loads(_get(ready_port, "/status"))["workers"]
+
+
+def _worker_pids(ready_port: int) -> list[int]:
+    return [w["pid"] for w in _workers(ready_port)["workers"]]
+
+
+TTL_COREFILE = ".:0 {{\n bind 127.0.0.1\n ready 127.0.0.1:0\n kubernetai cluster.local {{\n  manifests a.yaml\n  ttl {ttl}\n }}\n}}\n"
+
+
+def _ttls(port: int) -> set[int]:
+    """The TTLs of 20 answers, each from a new source port (so every process is asked)."""
+    out = set()
+    for _ in range(20):
+        q = dns.message.make_query("web.default.svc.cluster.local", "A")
+        out.add(dns.query.udp(q, "127.0.0.1", port=port, timeout=3).answer[0].ttl)
+    return out
+
+
+def _kill(pids: list[int]) -> None:
+    """Whatever a failed test left running."""
+    for p in pids:
+        if _alive(p):
+            os.kill(p, signal.SIGKILL)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -190,11 +218,9 @@ def test_two_workers_share_the_sockets_and_one_watch(tmp_path):
     try:
         (ready_port,) = [p for name, p in server.http.items()]
         assert (yield threads.deferToThread(_wait, lambda: _ready(ready_port), 15))  # /ready waits for the workers
-        status = json.loads((yield threads.deferToThread(_get, ready_port, "/status")))
-        pids = [w["pid"] for w in status["workers"]["workers"]]
-        assert (
-            status["workers"]["count"] == 2 and len(pids) == 1 and all(w["ready"] for w in status["workers"]["workers"])
-        )
+        status = yield threads.deferToThread(_workers, ready_port)
+        pids = [w["pid"] for w in status["workers"]]
+        assert status["count"] == 2 and len(pids) == 1 and all(w["ready"] for w in status["workers"])
         answers = yield threads.deferToThread(_addresses, server.port, 60)
         assert set(answers) == {"10.96.0.10"}
         log = server.log()
@@ -227,9 +253,9 @@ def test_two_workers_share_the_sockets_and_one_watch(tmp_path):
         )
         answers = yield threads.deferToThread(_addresses, server.port, 20)
         assert set(answers) == {"10.96.0.99"}
-        status = json.loads((yield threads.deferToThread(_get, ready_port, "/status")))
-        pids = [w["pid"] for w in status["workers"]["workers"]]
-        assert status["workers"]["restarts"] == 1
+        status = yield threads.deferToThread(_workers, ready_port)
+        pids = [w["pid"] for w in status["workers"]]
+        assert status["restarts"] == 1
     finally:
         code = yield threads.deferToThread(server.stop)
         yield api.stopListening()
@@ -250,8 +276,7 @@ def test_workers_stop_when_the_primary_is_killed(tmp_path):
     try:
         (ready_port,) = server.http.values()
         assert (yield threads.deferToThread(_wait, lambda: _ready(ready_port), 15))
-        status = json.loads((yield threads.deferToThread(_get, ready_port, "/status")))
-        pids = [w["pid"] for w in status["workers"]["workers"]]
+        pids = yield threads.deferToThread(_worker_pids, ready_port)
         assert len(pids) == 2
         answers = yield threads.deferToThread(_addresses, server.port, 30)
         assert set(answers) == {"10.96.0.10"}
@@ -260,9 +285,7 @@ def test_workers_stop_when_the_primary_is_killed(tmp_path):
         assert (yield threads.deferToThread(_wait, lambda: not any(_alive(p) for p in pids), 10)), pids
     finally:
         server.stop()
-        for p in pids:
-            if _alive(p):
-                os.kill(p, signal.SIGKILL)
+        _kill(pids)
 
 
 @pytest.mark.e2e
@@ -270,45 +293,30 @@ def test_workers_stop_when_the_primary_is_killed(tmp_path):
 def test_a_reload_replaces_every_worker_and_loses_no_answer(tmp_path):
     (tmp_path / "a.yaml").write_text(CLUSTER_A)
     path = tmp_path / "Corefile"
-    text = ".:0 {{\n bind 127.0.0.1\n ready 127.0.0.1:0\n kubernetai cluster.local {{\n  manifests a.yaml\n  ttl {ttl}\n }}\n}}\n"
+    text = TTL_COREFILE
     path.write_text(text.format(ttl=5))
     server = yield threads.deferToThread(Server, path, "--workers", "2")
     pids: list[int] = []
 
-    def ttls() -> set[int]:
-        out = set()
-        for _ in range(20):
-            q = dns.message.make_query("web.default.svc.cluster.local", "A")
-            out.add(dns.query.udp(q, "127.0.0.1", port=server.port, timeout=3).answer[0].ttl)
-        return out
-
     try:
         (ready_port,) = server.http.values()
         assert (yield threads.deferToThread(_wait, lambda: _ready(ready_port), 15))
-        old = [
-            w["pid"]
-            for w in json.loads((yield threads.deferToThread(_get, ready_port, "/status")))["workers"]["workers"]
-        ]
+        old = yield threads.deferToThread(_worker_pids, ready_port)
         pids += old
-        assert (yield threads.deferToThread(ttls)) == {5}
+        assert (yield threads.deferToThread(_ttls, server.port)) == {5}
         path.write_text(text.format(ttl=9))
         server.proc.send_signal(signal.SIGUSR1)
         yield threads.deferToThread(wait_for_log, server.out, r"reloaded \(", server.proc, 10)
         # Until the new worker has synced the old one answers (old TTL); then only the new TTL, from both.
         assert (yield threads.deferToThread(_wait, lambda: not any(_alive(p) for p in old), 15))
-        assert (yield threads.deferToThread(ttls)) == {9}
-        new = [
-            w["pid"]
-            for w in json.loads((yield threads.deferToThread(_get, ready_port, "/status")))["workers"]["workers"]
-        ]
+        assert (yield threads.deferToThread(_ttls, server.port)) == {9}
+        new = yield threads.deferToThread(_worker_pids, ready_port)
         pids += new
         assert len(new) == 1 and new != old
         assert "worker 1: [kubernetai.log" not in server.log()  # (no log plugin: nothing relayed but start-up)
     finally:
         yield threads.deferToThread(server.stop)
-        for p in pids:
-            if _alive(p):
-                os.kill(p, signal.SIGKILL)
+        _kill(pids)
     assert "Traceback" not in server.log()
 
 
@@ -338,17 +346,14 @@ def test_workers_see_a_cluster_go_stale_as_the_primary_does(tmp_path, clusters):
     try:
         (ready_port,) = server.http.values()
         assert (yield threads.deferToThread(_wait, lambda: _ready(ready_port), 15))
-        status = json.loads((yield threads.deferToThread(_get, ready_port, "/status")))
-        pids = [w["pid"] for w in status["workers"]["workers"]]
+        pids = yield threads.deferToThread(_worker_pids, ready_port)
         assert (yield threads.deferToThread(answers)) == {"192.0.2.1,192.0.2.2"}
         clusters.stop("west")
         # Every process (the kernel spreads the 20 queries over both) leaves west out after 1 s.
         assert (yield threads.deferToThread(_wait, lambda: answers() == {"192.0.2.1"}, 10))
     finally:
         yield threads.deferToThread(server.stop)
-        for p in pids:
-            if _alive(p):
-                os.kill(p, signal.SIGKILL)
+        _kill(pids)
 
 
 @pytest.mark.e2e
@@ -356,35 +361,24 @@ def test_workers_see_a_cluster_go_stale_as_the_primary_does(tmp_path, clusters):
 def test_a_restarted_worker_builds_the_running_configuration_not_the_edited_file(tmp_path):
     (tmp_path / "a.yaml").write_text(CLUSTER_A)
     path = tmp_path / "Corefile"
-    text = ".:0 {{\n bind 127.0.0.1\n ready 127.0.0.1:0\n kubernetai cluster.local {{\n  manifests a.yaml\n  ttl {ttl}\n }}\n}}\n"
+    text = TTL_COREFILE
     path.write_text(text.format(ttl=5))
     server = yield threads.deferToThread(Server, path, "--workers", "2")
     pids: list[int] = []
 
-    def ttls() -> set[int]:
-        out = set()
-        for _ in range(20):
-            q = dns.message.make_query("web.default.svc.cluster.local", "A")
-            out.add(dns.query.udp(q, "127.0.0.1", port=server.port, timeout=3).answer[0].ttl)
-        return out
-
     try:
         (ready_port,) = server.http.values()
         assert (yield threads.deferToThread(_wait, lambda: _ready(ready_port), 15))
-        status = json.loads((yield threads.deferToThread(_get, ready_port, "/status")))
-        pids = [w["pid"] for w in status["workers"]["workers"]]
+        pids = yield threads.deferToThread(_worker_pids, ready_port)
         path.write_text(text.format(ttl=9).replace("manifests", "nonsense"))  # edited, broken, not reloaded
         os.kill(pids[0], signal.SIGKILL)
         yield threads.deferToThread(wait_for_log, server.out, r"worker 1 ended", server.proc, 10)
         assert (yield threads.deferToThread(_wait, lambda: _ready(ready_port), 15))
-        status = json.loads((yield threads.deferToThread(_get, ready_port, "/status")))
-        pids += [w["pid"] for w in status["workers"]["workers"]]
-        assert (yield threads.deferToThread(ttls)) == {5}
+        pids += yield threads.deferToThread(_worker_pids, ready_port)
+        assert (yield threads.deferToThread(_ttls, server.port)) == {5}
     finally:
         yield threads.deferToThread(server.stop)
-        for p in pids:
-            if _alive(p):
-                os.kill(p, signal.SIGKILL)
+        _kill(pids)
     assert "Traceback" not in server.log()
 
 
@@ -399,7 +393,7 @@ def test_a_worker_that_stops_reading_is_killed_not_buffered_for(monkeypatch):
     pool = workers.WorkerPool(service_, 2, "Corefile", 53, reactor)
     ours, theirs = socketlib.socketpair()  # the worker's end is never read
     signals = []
-    w = workers.Worker(1, 0)
+    w = workers.Worker(1)
     w.process = SimpleNamespace(pid=4242, signalProcess=signals.append)
     w.channel = workers.adopt_channel(reactor, ours, workers.Channel(lambda m: None))
     pool.workers[1] = w

@@ -3,52 +3,44 @@
 A Service's external addresses (``spec.externalIPs``, then its load
 balancer's ingress IPs or hostnames) published under another zone as
 ``<service>.<namespace>.<zone>``, ``_<port>._<proto>.<service>.<namespace>.<zone>``
-and, with ``headless``, a headless Service's endpoints.  Each hit says what
-CoreDNS's msg.Service says: an address or hostname, a port, the name an SRV
-record points at, and the stanza's TTL (SRV and CNAME records keep it; the
-plugin's own ``ttl`` goes on addresses).
+and, with ``headless``, a headless Service's endpoints, as lookup.py's
+``Hit``s (the stanza's TTL: SRV and CNAME records keep it; the plugin's own
+``ttl`` goes on addresses).
 """
 
 from __future__ import annotations
 
 import socket
-from typing import NamedTuple
 
-from kubernetai.cluster.lookup import View, endpoint_hostname, reverse_address
+from kubernetai.cluster.lookup import Hit, View, endpoint_hostname, port_matches, reverse_address
+from kubernetai.cluster.names import strip_underscore, strip_zone
 from kubernetai.cluster.objects import is_packed
 
-__all__ = ["ExternalHit", "NXDOMAIN", "NOERROR", "SERVFAIL", "find", "find_reverse", "ns_addresses", "published"]
+__all__ = ["NXDOMAIN", "NOERROR", "SERVFAIL", "find", "find_reverse", "labels_under", "ns_addresses", "published"]
 
 NOERROR, SERVFAIL, NXDOMAIN = 0, 2, 3
 
 
-class ExternalHit(NamedTuple):
-    host: str  # an IP address, or a load balancer's hostname (a CNAME)
-    port: int
-    target: str  # lower-case, fully qualified: what an SRV record points at
-    ttl: int  # the stanza's
+def labels_under(lname: str, lzone: str) -> list[str]:
+    """The labels of ``lname`` left of ``lzone`` (both lower-cased, fully qualified)."""
+    base = strip_zone(lname, lzone)
+    return base.split(".") if base else []
 
 
 def _is_address(text: str) -> bool:
     return is_packed(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
 
 
-def _strip_underscore(label: str) -> str:
-    return label[1:] if label.startswith("_") else label
-
-
-def _port_match(port: str, name: str, protocol: str, proto: str) -> bool:
-    return (not port or port == name.lower()) and (not protocol or protocol == proto.lower())
-
-
-def find(view: View, lname: str, lzone: str, headless: bool) -> tuple[list[ExternalHit], int]:
+def find(view: View, lname: str, lzone: str, headless: bool) -> tuple[list[Hit], int]:
     """What ``lname`` (lower-cased, under ``lzone``) means in this stanza: hits and a response code.
 
-    NXDOMAIN when the namespace is not exposed or no Service matches with
-    something to publish; NOERROR without hits for a bare namespace name.
+    A hit's host is an IP address or a load balancer's hostname (``Hit.kind``
+    CNAME), its target what an SRV record points at (lower-case), its TTL the
+    stanza's.  NXDOMAIN when the namespace is not exposed or no Service
+    matches with something to publish; NOERROR without hits for a bare
+    namespace name.
     """
-    base = lname[: -len(lzone)] if lzone != "." else lname
-    segs = [s for s in base.split(".") if s]
+    segs = labels_under(lname, lzone)
     if not segs:
         return [], SERVFAIL
     namespace = segs.pop()
@@ -59,9 +51,9 @@ def find(view: View, lname: str, lzone: str, headless: bool) -> tuple[list[Exter
     service = segs.pop()
     port = protocol = endpoint = ""
     if len(segs) == 1:
-        endpoint = _strip_underscore(segs[0])
+        endpoint = strip_underscore(segs[0])
     elif len(segs) == 2:
-        port, protocol = _strip_underscore(segs[0]), _strip_underscore(segs[1])
+        port, protocol = strip_underscore(segs[0]), strip_underscore(segs[1])
     elif segs:
         return [], NXDOMAIN
     svc = view.store.service(namespace, service)
@@ -69,7 +61,7 @@ def find(view: View, lname: str, lzone: str, headless: bool) -> tuple[list[Exter
         return [], NXDOMAIN
     suffix = lzone if lzone != "." else ""
     ttl = view.opts.ttl
-    hits: list[ExternalHit] = []
+    hits: list[Hit] = []
     if headless and not svc.external and (svc.headless or endpoint):
         for ep, addr, ports in view.endpoints_of(svc):
             host = endpoint_hostname(ep, addr, view.opts.endpoint_pod_names)
@@ -77,15 +69,13 @@ def find(view: View, lname: str, lzone: str, headless: bool) -> tuple[list[Exter
                 continue
             target = f"{host.lower()}.{service}.{namespace}.{suffix}"
             hits.extend(
-                ExternalHit(addr, p.port, target, ttl) for p in ports if _port_match(port, p.name, protocol, p.protocol)
+                Hit(addr, p.port, target, ttl) for p in ports if port_matches(port, protocol, p.name, p.protocol)
             )
         return hits, NOERROR if hits else NXDOMAIN
     target = f"{service}.{namespace}.{suffix}"
     for address in svc.external:
         hits.extend(
-            ExternalHit(address, p.port, target, ttl)
-            for p in svc.ports
-            if _port_match(port, p.name, protocol, p.protocol)
+            Hit(address, p.port, target, ttl) for p in svc.ports if port_matches(port, protocol, p.name, p.protocol)
         )
     return hits, NOERROR if hits else NXDOMAIN
 

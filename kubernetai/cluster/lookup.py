@@ -22,7 +22,7 @@ from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.store import ClusterStore
 from kubernetai.question import Question
 
-__all__ = ["Hit", "NoSuchName", "View", "endpoint_hostname", "reverse_address"]
+__all__ = ["Hit", "NoSuchName", "View", "endpoint_hostname", "port_matches", "reverse_address"]
 
 
 class NoSuchName(Exception):
@@ -391,7 +391,7 @@ def _hits_of(r: RecordRequest, items: Iterable[tuple[str, str, tuple[Port, ...]]
                 yield Hit(addr, -1, target, ttl)
             continue
         for p in ports:
-            if _port_match(r, p.name, p.protocol):
+            if port_matches(r.port, r.protocol, p.name, p.protocol):
                 yield Hit(addr, p.port, target, ttl)
 
 
@@ -406,7 +406,7 @@ def _matching_ports(r: RecordRequest, ports: tuple[Port, ...]) -> int:
     """How many hits one address of a slice with these ports makes (as ``_hits_of``)."""
     if not ports:
         return 0 if r.is_srv_form else 1
-    return sum(1 for p in ports if _port_match(r, p.name, p.protocol))
+    return sum(1 for p in ports if port_matches(r.port, r.protocol, p.name, p.protocol))
 
 
 def _ip_hits(r: RecordRequest, ports: Iterable[Port], ips: Iterable[str], target: str, ttl: int) -> list[Hit]:
@@ -414,7 +414,7 @@ def _ip_hits(r: RecordRequest, ports: Iterable[Port], ips: Iterable[str], target
     hits: list[Hit] = []
     found = False
     for p in ports:
-        if _port_match(r, p.name, p.protocol):
+        if port_matches(r.port, r.protocol, p.name, p.protocol):
             found = True
             hits.extend(Hit(ip, p.port, target, ttl) for ip in ips)
     if not found:
@@ -422,9 +422,6 @@ def _ip_hits(r: RecordRequest, ports: Iterable[Port], ips: Iterable[str], target
     return hits
 
 
-def _port_match(r: RecordRequest, name: str, protocol: str) -> bool:
-    if r.port and r.port != name.lower():
-        return False
-    if r.protocol and r.protocol != protocol.lower():
-        return False
-    return True
+def port_matches(port: str, protocol: str, name: str, proto: str) -> bool:
+    """A name's ``_port._proto`` (lower-cased; empty: any) against a Service or slice port (CoreDNS's)."""
+    return (not port or port == name.lower()) and (not protocol or protocol == proto.lower())

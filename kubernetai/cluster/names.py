@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["RecordRequest", "InvalidRequest", "parse_request", "strip_zone"]
+__all__ = ["RecordRequest", "InvalidRequest", "parse_request", "strip_zone", "strip_underscore"]
 
 
 class InvalidRequest(ValueError):
@@ -48,7 +48,7 @@ def strip_zone(qname: str, zone: str) -> str:
     return qname[: -len(zone) - 1] if zone != "." else qname.rstrip(".")
 
 
-def _strip_underscore(label: str) -> str:
+def strip_underscore(label: str) -> str:
     return label[1:] if label.startswith("_") else label
 
 
@@ -82,7 +82,7 @@ def parse_request(qname: str, zone: str, multicluster: bool = False, zonal: bool
         if multicluster and not (left[0].startswith("_") or left[1].startswith("_")):
             fields["endpoint"], fields["cluster"] = left[0], left[1]
         else:
-            fields["port"], fields["protocol"] = _strip_underscore(left[0]), _strip_underscore(left[1])
+            fields["port"], fields["protocol"] = strip_underscore(left[0]), strip_underscore(left[1])
     elif len(left) >= 3 and zonal and left[-1] == "_zone":
         if kind != "svc" or multicluster or left[-2] not in ("pin", "prefer"):
             raise InvalidRequest(f"{qname}: not a valid zonal name")

@@ -53,6 +53,10 @@ class KubernetesResolver(ZoneResolver):
         """The stanza's name (``name NAME``, or its default), the ``cluster`` label of our metrics."""
         return self.opts.name()
 
+    def down_since(self) -> float | None:
+        """Since when the data's source has been unreachable; None: it is not (nothing watches a bare store)."""
+        return None
+
     def cache_version(self) -> tuple[int, int]:
         """Our answers depend only on this (the server's answer cache checks it)."""
         return (self.store.generation, self.store.sync_epoch)

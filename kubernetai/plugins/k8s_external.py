@@ -26,7 +26,8 @@ from twisted.names import dns
 
 from kubernetai import outcome
 from kubernetai.cluster import external
-from kubernetai.cluster.external import NOERROR, NXDOMAIN, ExternalHit
+from kubernetai.cluster.external import NOERROR, NXDOMAIN, labels_under
+from kubernetai.cluster.lookup import Hit
 from kubernetai.cluster.records import address_rr, bare, rr
 from kubernetai.cluster.resolver import KubernetesResolver
 from kubernetai.corefile import Directive
@@ -34,6 +35,7 @@ from kubernetai.fallthrough import Fallthrough
 from kubernetai.plugin import SetupContext
 from kubernetai.question import Question, ZoneResolver
 from kubernetai.request import MAX_CHASE_DEPTH, ask_chain, current_request
+from kubernetai.rr import soa
 from kubernetai.values import arg_count, duration, integer, zone_args
 from kubernetai.zones import is_subdomain
 
@@ -74,18 +76,14 @@ class ExternalResolver(ZoneResolver):
     # ------------------------------------------------------------ cache validity
     def cache_version(self) -> tuple:
         """What every answer depends on: each stanza's store, and which are stale."""
-        return (
-            tuple((s.store.generation, s.store.sync_epoch) for s in self.stanzas),
-            self._stale_set() if self.merge and self.stale is not None else (),
-        )
+        return (tuple((s.store.generation, s.store.sync_epoch) for s in self.stanzas), self._stale_set())
 
     def _stale_set(self) -> tuple[bool, ...]:
-        now = self.clock.seconds() if self.clock is not None else 0.0
-        out = []
-        for s in self.stanzas:
-            down = getattr(s, "down_since", lambda: None)()
-            out.append(self.stale is not None and down is not None and now - down > self.stale)
-        return tuple(out)
+        """Which stanzas merged answers leave out now; () unless ``merge`` and ``stale`` are on."""
+        if not self.merge or self.stale is None:
+            return ()
+        now = self.clock.seconds()
+        return tuple((down := s.down_since()) is not None and now - down > self.stale for s in self.stanzas)
 
     # ------------------------------------------------------------ answering
     def lookup_in_zone(self, q: Question, name: bytes, cls: int, type: int, timeout: Any) -> defer.Deferred:
@@ -120,15 +118,14 @@ class ExternalResolver(ZoneResolver):
     def _narrow(self, info: Any, q: Question) -> None:
         """A name about one Service (or namespace) depends on that Service, its slices and its
         namespace in each stanza: churn elsewhere leaves its answer cached (as a stanza's own)."""
-        segs = [x for x in (q.lname[: -len(q.lzone)] if q.lzone != "." else q.lname).split(".") if x]
+        segs = labels_under(q.lname, q.lzone)
         if not segs:
             return
         namespace, service = segs[-1], segs[-2] if len(segs) > 1 else ""
         fine = [s.store.fine_version(namespace, service) for s in self.stanzas]
-        stale = self.merge and self.stale is not None
 
         def version() -> tuple:
-            return (tuple(f() for f in fine), self._stale_set() if stale else ())
+            return (tuple(f() for f in fine), self._stale_set())
 
         versions = info.trace.versions
         for i, (fn, _) in enumerate(versions):
@@ -136,19 +133,19 @@ class ExternalResolver(ZoneResolver):
                 versions[i] = (version, version())
                 return
 
-    def _find(self, q: Question, merged: bool) -> tuple[list[ExternalHit], int]:
+    def _find(self, q: Question, merged: bool) -> tuple[list[Hit], int]:
         """The first stanza that publishes the name answers; merged, every (fresh) one that does."""
         best = NXDOMAIN
-        found: list[tuple[bool, list[ExternalHit]]] = []
-        stale = self._stale_set() if merged and self.stale is not None else (False,) * len(self.stanzas)
-        for s, is_stale in zip(self.stanzas, stale, strict=False):
+        found: list[tuple[bool, list[Hit]]] = []
+        stale = self._stale_set() if merged else ()
+        for i, s in enumerate(self.stanzas):
             hits, rcode = external.find(s.view, q.lname, q.lzone, self.headless)
             if hits:
                 if not merged:
                     return hits, NOERROR
-                found.append((is_stale, hits))
-            elif rcode != NXDOMAIN:
-                best = rcode if best == NXDOMAIN else best
+                found.append((i < len(stale) and stale[i], hits))
+            elif best == NXDOMAIN:
+                best = rcode
         if not found:
             return [], best
         fresh = [h for is_stale, hits in found if not is_stale for h in hits]
@@ -177,32 +174,20 @@ class ExternalResolver(ZoneResolver):
         return defer.succeed(([], authority, []))
 
     # ------------------------------------------------------------ records
-    def _names(self, q: Question) -> tuple[str, str, str]:
-        """(zone, ns1.APEX.zone, hostmaster.APEX.zone), lower-case as configured (as CoreDNS)."""
-        zone = q.lzone if q.lzone != "." else ""
-        apex = f"{self.apex}.{zone}"
-        return zone or ".", f"ns1.{apex}", f"hostmaster.{apex}"
+    def _names(self, q: Question) -> tuple[str, str]:
+        """(zone, ns1.APEX.zone), lower-case as configured (as CoreDNS)."""
+        return q.lzone, f"ns1.{self.apex}.{q.lzone}" if q.lzone != "." else f"ns1.{self.apex}."
 
     def serial(self) -> int:
         """The zone's SOA serial: the last change of any store read (Unix seconds, as CoreDNS's Modified)."""
         return int(max((s.store.last_modified for s in self.stanzas), default=0))
 
     def _soa(self, q: Question) -> dns.RRHeader:
-        zone, ns1, hostmaster = self._names(q)
-        record = dns.Record_SOA(
-            mname=bare(ns1),
-            rname=bare(hostmaster),
-            serial=self.serial(),
-            refresh=7200,
-            retry=1800,
-            expire=86400,
-            minimum=self.ttl,
-            ttl=self.ttl,
-        )
-        return dns.RRHeader(bare(zone), dns.SOA, dns.IN, self.ttl, record, auth=True)
+        apex = self.apex
+        return soa(q.lzone, self.ttl, self.serial(), mname=f"ns1.{apex}", rname=f"hostmaster.{apex}", cap=self.ttl)
 
     def _ns(self, q: Question) -> dns.RRHeader:
-        zone, ns1, _ = self._names(q)
+        zone, ns1 = self._names(q)
         return rr(zone, dns.NS, self.ttl, dns.Record_NS(bare(ns1), self.ttl))
 
     def _ns_addresses(self) -> list[str]:
@@ -219,14 +204,13 @@ class ExternalResolver(ZoneResolver):
         if type == dns.SOA:
             return defer.succeed(([self._soa(q)], [], []))
         if type == dns.NS:
-            _, ns1, _ = self._names(q)
+            _, ns1 = self._names(q)
             glue = [address_rr(ns1, ip, self.ttl) for ip in self._ns_addresses()]
             return defer.succeed(([self._ns(q)], [], glue))
         return defer.succeed(([], [self._soa(q)], []))
 
     def _sub_apex(self, q: Question, type: int) -> defer.Deferred:
-        zone, ns1, _ = self._names(q)
-        labels = [x for x in q.lname[: -len(q.lzone)].split(".") if x] if q.lzone != "." else q.lname.split(".")[:-1]
+        labels = labels_under(q.lname, q.lzone)
         if len(labels) == 1:  # APEX.zone itself: exists, no records
             return defer.succeed(([], [self._soa(q)], []))
         if len(labels) != 2 or labels[0] != "ns1":
@@ -240,29 +224,29 @@ class ExternalResolver(ZoneResolver):
         full = f"{target}.{zone}" if zone != "." else f"{target}."
         return rr(q.name, dns.PTR, self.ttl, dns.Record_PTR(bare(full), self.ttl))
 
-    def _addresses(self, q: Question, type: int, hits: list[ExternalHit]) -> tuple[list, list[str]]:
+    def _addresses(self, q: Question, type: int, hits: list[Hit]) -> tuple[list, list[str]]:
         out: list[dns.RRHeader] = []
         chase: list[str] = []
         seen: set[str] = set()
         for h in hits:
-            is_v6 = ":" in h.host
-            if not _is_address(h.host):
+            kind = h.kind
+            if kind == dns.CNAME:
                 target = h.host.rstrip(".") + "."
                 out.append(rr(q.name, dns.CNAME, h.ttl, dns.Record_CNAME(bare(target), h.ttl)))
                 chase.append(target)
-            elif is_v6 == (type == dns.AAAA) and h.host not in seen:
+            elif kind == type and h.host not in seen:
                 seen.add(h.host)
                 out.append(address_rr(q.name, h.host, self.ttl))
         return out, chase
 
-    def _srv(self, q: Question, hits: list[ExternalHit]) -> tuple[list, list, list[str]]:
+    def _srv(self, q: Question, hits: list[Hit]) -> tuple[list, list, list[str]]:
         weight = max(1, int(100.0 / (100 * len(hits)) * 100))
         records: list[dns.RRHeader] = []
         extra: list[dns.RRHeader] = []
         chase: list[str] = []
         seen: set[tuple[str, str | int]] = set()
         for h in hits:
-            named = not _is_address(h.host)
+            named = h.kind == dns.CNAME
             target = h.host.rstrip(".").lower() + "." if named else h.target
             if (target, h.port) not in seen:
                 seen.add((target, h.port))
@@ -304,7 +288,7 @@ class ExternalResolver(ZoneResolver):
         head = self._soa(q)
         if serial and serial == self.serial():
             return [head]
-        _, ns1, _ = self._names(q)
+        _, ns1 = self._names(q)
         out = [head, self._ns(q)]
         out.extend(address_rr(ns1, ip, self.ttl) for ip in self._ns_addresses())
         seen: set[tuple[str, str]] = set()
@@ -335,10 +319,6 @@ class ExternalResolver(ZoneResolver):
             names: dict[tuple[str, str], None] = dict.fromkeys((h.target, h.host) for h in first)
             out += [address_rr(target, host, self.ttl) for target, host in names]
         return out
-
-
-def _is_address(text: str) -> bool:
-    return external._is_address(text)
 
 
 def setup(d: Directive, ctx: SetupContext) -> ExternalResolver:
