@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for the figures of issue 15, in one run (the dnsperf pairs interleaved):
 #   bench/report.sh [SERVICES] [SECONDS] [PAIRS]
-# cached mix (kubernetai and the dict ceiling, over sockets), 1 and 2 workers (over sockets, both
+# cached mix (kubernetai and the dict ceiling, with Port.write and with sendto, over sockets), 1 and 2 workers (over sockets, both
 # cores shared with dnsperf), churn and uncached (in process), metrics cost (in process), start-up
 # to the first answer.  Loopback only; bounded in time.
 # Then the Go kubernetai against us on the same API server (bench/go_ratio.py; skipped when
@@ -16,7 +16,8 @@ echo "== $(date -u +%FT%TZ) $(nproc) cores, $N services"
 for i in $(seq "$PAIRS"); do
   k=$(bash bench/run.sh "$N" "$SECS" 2>&1 | awk '/Queries per second/ {print $4} /server RSS/ {print $3}' | paste -sd' ')
   c=$(CEILING=1 bash bench/run.sh "$N" "$SECS" 2>&1 | awk '/Queries per second/ {print $4}')
-  echo "cached mix, pair $i: kubernetai ${k% *} q/s (RSS ${k#* } KiB), ceiling $c q/s"
+  s=$(CEILING=sendto bash bench/run.sh "$N" "$SECS" 2>&1 | awk '/Queries per second/ {print $4}')
+  echo "cached mix, pair $i: kubernetai ${k% *} q/s (RSS ${k#* } KiB), ceiling $c q/s, ceiling with sendto $s q/s"
 done
 for i in $(seq "$PAIRS"); do
   for w in 1 2; do

@@ -2,7 +2,8 @@
 # Throughput and latency of kubernetai on loopback, measured with dnsperf.
 # Usage: bench/run.sh [SERVICES] [SECONDS]   (needs: make's .venv, dnsperf)
 # PROMETHEUS=1 adds `prometheus 127.0.0.1:0` to the block (metrics cost, issue 13).
-# CEILING=1 runs bench/ceiling.py instead: prepared answers from a dict, the per-core ceiling (issue 15).
+# CEILING=1 runs bench/ceiling.py instead: prepared answers from a dict, the per-core ceiling (issue 15);
+# CEILING=sendto the same ceiling writing with socket.sendto, as kubernetai's UDP hits do.
 # WORKERS=N runs `twistd kubernetai --workers N` (issue 15); CPUS=0,1 changes the server's pinning.
 # The server is pinned to CPU 0 (CPUS) and dnsperf to CPU 1 (DNSPERF_CPUS); every run is bounded in time.
 # Reported: queries/s, latency, RSS of every server process, and server CPU µs per query (all processes).
@@ -26,7 +27,7 @@ cat > "$WORK/Corefile" <<COREFILE
 }
 COREFILE
 if [ -n "${CEILING:-}" ]; then
-  (exec taskset -c 0 .venv/bin/python bench/ceiling.py "$WORK" "$PORT" > "$WORK/server.log" 2>&1) &
+  (exec taskset -c 0 .venv/bin/python bench/ceiling.py "$WORK" "$PORT" $([ "$CEILING" = sendto ] && echo --sendto) > "$WORK/server.log" 2>&1) &
 else
   (cd "$WORK" && exec taskset -c "${CPUS:-0}" "$OLDPWD/.venv/bin/twistd" --pidfile= -n kubernetai --config Corefile \
      --workers "${WORKERS:-1}" > server.log 2>&1) &

@@ -21,12 +21,13 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.names import dns
 
 from kubernetai import wire
+from kubernetai.changes import STORE_CHANGES
 
 __all__ = ["AnswerCache", "CachedAnswer", "is_portable"]
 
@@ -147,7 +148,17 @@ class CachedAnswer:
     rotation_run: Any = None  # rotation.address_run() of the body, for ``loadbalance``
     metric_head: Any = None  # kubernetai.metrics.head() of a metered block's answer
     metric_sums: Any = None  # and its running sums in the listener's QueryMeter
+    # Nothing to do on a hit but send it: no acl, no rotation, no counting, no observers (server.py).
+    plain: bool = False
+    used: bool = False  # hit since the eviction sweep last passed it (second chance)
     _portable: bool | None = None
+    # STORE_CHANGES when last found valid, if every version is store-derived (else never set):
+    # while it is the count, the answer is valid (the UDP fast path reads it, server.py).
+    checked_at: int = -1
+    _store_only: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._store_only = all(getattr(fn, "store_only", False) for fn, _ in self.versions)
 
     @property
     def portable(self) -> bool:
@@ -157,9 +168,13 @@ class CachedAnswer:
         return self._portable
 
     def valid(self) -> bool:
+        if self.checked_at == STORE_CHANGES[0]:
+            return True  # nothing a store-derived version reads has changed since the last check
         for version, seen in self.versions:  # a loop, not all(): this runs on every hit
             if version() != seen:
                 return False
+        if self._store_only:
+            self.checked_at = STORE_CHANGES[0]
         return True
 
     def for_query(self, data: bytes) -> bytes | None:
@@ -172,21 +187,41 @@ class CachedAnswer:
         return data[:2] + self.body[: HEADER_SIZE - 2] + data[HEADER_SIZE:end] + self.body[end - 2 :]
 
 
-@attrs.frozen
+@attrs.define(eq=False)
 class Varies:
-    """In place of an answer: the answers to this query differ by client; ``value_of(client)`` picks one."""
+    """In place of an answer: the answers to this query differ by client; ``value_of(client)`` picks one.
+
+    ``answers`` holds one answer per value (autopath: per client namespace), at most ``MAX_VALUES``.
+    """
 
     value_of: Callable[[str], object]
+    answers: dict = attrs.Factory(dict)
+    used: bool = False
+
+    MAX_VALUES = 1024
+
+    def pick(self, host: str) -> CachedAnswer | None:
+        return self.answers.get(self.value_of(host))
 
 
 class AnswerCache:
-    """Encoded answers by (transport, case-folded query), least recently used evicted first."""
+    """Encoded answers by (transport, case-folded query); evicted oldest first, hit ones get a second chance.
+
+    Two maps: ``_entries`` by the case-folded key (every spelling and EDNS
+    option set of a query shares one answer), and per transport a map from
+    the very bytes of a query after its ID to its answer, for the common
+    client that sends the same bytes again: a hit then costs one dict
+    lookup, one validity check and one concatenation.  The second map may
+    still hold an answer evicted from the first (it is bounded too, and
+    cleared when full); an answer is sent only while valid either way.
+    """
 
     def __init__(self, capacity: int = 50_000) -> None:
         self.capacity = capacity
         self._entries: OrderedDict[tuple, CachedAnswer | Varies] = OrderedDict()
-        # Query bytes after the ID → slot, for queries seen before (bounded; see answer()).
-        self._seen: dict[bytes, tuple[str, bytes]] = {}
+        # Per transport: a query's bytes after its ID → its answer (the UDP protocol reads ``same_udp``).
+        self.same_udp: dict[bytes, CachedAnswer | Varies] = {}
+        self._same_bytes: dict[str, dict[bytes, CachedAnswer | Varies]] = {"udp": self.same_udp, "tcp": {}}
         self.hits = 0
         self.misses = 0  # queries looked up and not answered (absent, stale, or another spelling not portable)
         self.evictions = 0
@@ -196,35 +231,67 @@ class AnswerCache:
 
     def clear(self) -> None:
         self._entries.clear()
-        self._seen.clear()
+        for same in self._same_bytes.values():
+            same.clear()
 
     def answer(self, data: bytes, proto: str, host: str = "") -> tuple[CachedAnswer, bytes] | None:
         """The cached answer to this query (from ``host``) with its ID, or None."""
-        # Most clients send the very same bytes again (no 0x20, no cookie): those skip the key.
-        seen = self._seen.get(data[2:])
-        slot: tuple
-        if seen is not None and seen[0] == proto:
-            slot = seen
-        else:
-            key = wire.cache_key(data, proto == "udp")
-            if key is None:
+        same = self._same_bytes.get(proto)
+        if same is None:
+            return None
+        tail = data[2:]
+        known = same.get(tail)
+        if known is not None:
+            if type(known) is CachedAnswer:  # made for these very bytes: no key, no spelling check
+                if known.valid():
+                    self.hits += 1
+                    known.used = True
+                    return known, data[:2] + known.body
+            else:
+                hit = self._pick(cast(Varies, known), data, host, count_miss=False)  # counted below
+                if hit is not None:
+                    return hit
+        key = wire.cache_key(data, proto == "udp")
+        if key is None:
+            return None
+        found = self._entries.get((proto, key))
+        if found is None:
+            self.misses += 1
+            return None
+        if type(found) is Varies:
+            hit = self._pick(found, data, host)
+            if hit is None:
                 return None
-            slot = (proto, key)
-            if len(self._seen) >= self.capacity:
-                self._seen.clear()  # bounded: rebuilt by the next queries
-            self._seen[data[2:]] = slot
-        found = self._entries.get(slot)
-        if found is not None and type(found) is Varies:  # one answer per client group (autopath: per namespace)
-            slot = (*slot, found.value_of(host))
-            found = self._entries.get(slot)
-        entry = found if type(found) is CachedAnswer else None
-        out = entry.for_query(data) if entry is not None and entry.valid() else None
-        if entry is None or out is None:
+            self._keep_bytes(same, tail, found)
+            return hit
+        entry = cast(CachedAnswer, found)
+        out = entry.for_query(data) if entry.valid() else None
+        if out is None:
             self.misses += 1
             return None
         self.hits += 1
-        self._entries.move_to_end(slot)  # recently used: evicted last
+        entry.used = True
+        if data[HEADER_SIZE : HEADER_SIZE + len(entry.spelling)] == entry.spelling:
+            self._keep_bytes(same, tail, entry)
         return entry, out
+
+    def _pick(
+        self, varies: Varies, data: bytes, host: str, count_miss: bool = True
+    ) -> tuple[CachedAnswer, bytes] | None:
+        """The answer for this client of a query whose answers vary by client."""
+        entry = varies.pick(host)
+        out = entry.for_query(data) if entry is not None and entry.valid() else None
+        if entry is None or out is None:
+            self.misses += count_miss
+            return None
+        self.hits += 1
+        varies.used = True
+        return entry, out
+
+    def _keep_bytes(self, same: dict, tail: bytes, found: CachedAnswer | Varies) -> None:
+        if len(same) >= self.capacity:
+            same.clear()  # bounded: rebuilt by the next queries
+        same[tail] = found
 
     def remember(
         self,
@@ -237,23 +304,17 @@ class AnswerCache:
         **about: Any,
     ) -> None:
         """Keep ``out``, the answer to ``data`` made from exactly ``versions``."""
+        same = self._same_bytes.get(proto)
         key = wire.cache_key(data, proto == "udp")
-        if key is None or not versions or len(out) < HEADER_SIZE:
+        if same is None or key is None or not versions or len(out) < HEADER_SIZE:
             return
         spelling = data[HEADER_SIZE : HEADER_SIZE + wire.question_name_length(data)]
         if out[HEADER_SIZE : HEADER_SIZE + len(spelling)] != spelling:
             return  # not an answer echoing this question (never expected)
-        slot: tuple = (proto, key)
+        slot = (proto, key)
         vary = about.pop("vary", None)
-        if vary is not None:
-            value_of, value = vary
-            self._entries[slot] = Varies(value_of)
-            slot = (proto, key, value)
-        if slot not in self._entries and len(self._entries) >= self.capacity:
-            self._entries.popitem(last=False)  # a flood of new names keeps the hot ones
-            self.evictions += 1
         b3, b4 = out[2], out[3]
-        self._entries[slot] = CachedAnswer(
+        entry = CachedAnswer(
             body=out[2:],
             spelling=spelling,
             zone_labels=zone_labels,
@@ -265,4 +326,32 @@ class AnswerCache:
             ancount=int.from_bytes(out[6:8], "big"),
             **about,
         )
+        if not entry.valid():
+            return  # what it was made from changed while it was made: the next query makes it afresh
+        kept: CachedAnswer | Varies = entry
+        if vary is not None:
+            value_of, value = vary
+            varies = self._entries.get(slot)
+            if type(varies) is not Varies or varies.value_of != value_of:
+                varies = Varies(value_of)
+            if value not in varies.answers and len(varies.answers) >= Varies.MAX_VALUES:
+                varies.answers.clear()  # bounded: a flood of client groups
+            varies.answers[value] = entry
+            kept = varies
+        if slot not in self._entries and len(self._entries) >= self.capacity:
+            self._evict_one()
+        self._entries[slot] = kept
         self._entries.move_to_end(slot)
+        self._keep_bytes(same, data[2:], kept)
+
+    def _evict_one(self) -> None:
+        """Drop the oldest entry not hit since the sweep last passed it (CLOCK, one pass at most)."""
+        for _ in range(len(self._entries)):
+            slot, entry = self._entries.popitem(last=False)
+            if not entry.used:
+                break
+            entry.used = False
+            self._entries[slot] = entry  # a second chance, at the young end
+        else:
+            self._entries.popitem(last=False)  # every one was hit: the oldest goes
+        self.evictions += 1

@@ -440,3 +440,99 @@ def test_under_churn_cached_answers_are_never_stale():
                     else:
                         assert got == want, (seed, step, qname, qtype, proto)
         assert cached.answer_cache.hits > 0
+
+
+class _Socket:
+    """What the UDP protocol sends through; ``refuse`` makes sendto fail as a full buffer does."""
+
+    def __init__(self):
+        self.sent = []
+        self.refuse = False
+
+    def sendto(self, data, addr):
+        if self.refuse:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        self.sent.append((data, addr))
+
+
+class _Port:
+    def __init__(self):
+        self.socket = _Socket()
+        self.written = []
+
+    def write(self, data, addr):
+        self.written.append((data, addr))
+
+
+def udp_rig():
+    """A block with nothing to do on a hit (no observers): hits take the UDP fast path."""
+    store = ClusterStore(clock=lambda: 1.0)
+    store.require(("Service", ""))
+    r = Counting(KubernetesOptions(zones=("cluster.local.",)), store)
+    f = KubeDNSServerFactory(blocks=[Block((".",), chain([r]))], clock=task.Clock())
+    port = _Port()
+    proto = f.datagram_protocol()
+    proto.makeConnection(port)
+    Counting.calls = 0
+    return f, store, proto, port
+
+
+def udp_ask(proto, port, name):
+    q = dns.message.make_query(name, "A")
+    q.id = 4242
+    proto.datagramReceived(q.to_wire(), ("127.0.0.1", 9))
+    (data, addr), *more = port.socket.sent or port.written
+    assert not more and addr == ("127.0.0.1", 9)
+    port.socket.sent.clear(), port.written.clear()
+    r = dns.message.from_wire(data)
+    assert r.id == 4242
+    return r
+
+
+def test_a_udp_hit_is_sent_at_once_and_a_change_shows_at_once():
+    """Issue 15: hits skip key, Deferred and Port.write; validity is still checked on every one."""
+    f, store, proto, port = udp_rig()
+    add(store, namespace("ns"))
+    add(store, service("web", "ns"))
+    synced(store)
+    assert udp_ask(proto, port, "web.ns.svc.cluster.local").answer[0][0].address == "10.96.0.10"
+    for _ in range(3):
+        assert udp_ask(proto, port, "web.ns.svc.cluster.local").answer[0][0].address == "10.96.0.10"
+    assert Counting.calls == 1 and f.answer_cache.hits == 3
+    add(store, service("web", "ns", ip="10.96.0.99"))  # one watch event
+    assert udp_ask(proto, port, "web.ns.svc.cluster.local").answer[0][0].address == "10.96.0.99"
+    relist = store.begin_relist(("Service", ""))  # a relist's first page, the relist not finished
+    relist.page([convert("Service", service("web", "ns", ip="10.96.0.7"))])
+    assert udp_ask(proto, port, "web.ns.svc.cluster.local").answer[0][0].address == "10.96.0.7"
+    relist.finish()
+    add(store, service("other", "ns"))  # another Service: the answer stays cached (and right)
+    assert udp_ask(proto, port, "web.ns.svc.cluster.local").answer[0][0].address == "10.96.0.7"
+    assert Counting.calls == 3
+
+
+def test_a_udp_answer_the_socket_refuses_goes_through_port_write():
+    f, store, proto, port = udp_rig()
+    add(store, namespace("ns"))
+    add(store, service("web", "ns"))
+    synced(store)
+    port.socket.refuse = True
+    for _ in range(3):  # the first answer is made afresh, the others are hits
+        assert udp_ask(proto, port, "web.ns.svc.cluster.local").answer[0][0].address == "10.96.0.10"
+    assert f.answer_cache.hits == 2
+
+
+def test_an_answer_that_does_not_depend_on_stores_only_is_checked_on_every_hit():
+    """Only store-derived versions are trusted by the change count; a hosts table's version is asked each time."""
+    from kubernetai.answercache import AnswerCache
+
+    table = {"v": 1}
+    cache = AnswerCache()
+    q = dns.message.make_query("web.example.", "A")
+    q.id = 1
+    data = q.to_wire()
+    resp = dns.message.make_response(q).to_wire()
+    cache.remember(data, "udp", resp, [(lambda: table["v"], 1)], 1, object())
+    assert cache.answer(data, "udp") is not None
+    assert cache.answer(data, "udp") is not None
+    table["v"] = 2  # no store changed: the change count is the same
+    assert cache.answer(data, "udp") is None

@@ -16,6 +16,7 @@ from twisted.internet import defer
 from twisted.names import dns
 
 from kubernetai import outcome
+from kubernetai.changes import store_derived
 from kubernetai.cluster import xfr
 from kubernetai.cluster.lookup import NoSuchName, View
 from kubernetai.cluster.options import KubernetesOptions
@@ -57,6 +58,7 @@ class KubernetesResolver(ZoneResolver):
         """Since when the data's source has been unreachable; None: it is not (nothing watches a bare store)."""
         return None
 
+    @store_derived
     def cache_version(self) -> tuple[int, int]:
         """Our answers depend only on this (the server's answer cache checks it)."""
         return (self.store.generation, self.store.sync_epoch)

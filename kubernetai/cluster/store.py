@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from kubernetai.changes import bump, store_derived
 from kubernetai.cluster.kinds import KINDS
 from kubernetai.cluster.objects import EndpointSlice, Namespace, Pod, Service, ServiceImport
 
@@ -137,6 +138,7 @@ class ClusterStore:
         """Declare a scope whose first full list makes the store synced."""
         self.required.add(scope)
         self.sync_epoch += 1
+        bump()
         if self.journal is not None:
             self.journal(("require", scope))
 
@@ -169,6 +171,7 @@ class ClusterStore:
     def _scope_synced(self, scope: Scope) -> None:
         if scope not in self.synced_scopes:
             self.sync_epoch += 1
+            bump()
         self.synced_scopes.add(scope)
         self.last_sync = self.clock()
         if self.journal is not None:
@@ -186,6 +189,7 @@ class ClusterStore:
     # ------------------------------------------------------------ internals
     def _changed(self) -> None:
         self.generation += 1
+        bump()
         self.last_modified = self.clock()
         if self.journal is not None:
             self.journal(("changed",))
@@ -219,6 +223,7 @@ class ClusterStore:
 
     def _touch(self, kind: str, obj: Any) -> None:
         """Bump the finer counter an object of this kind feeds (see ``fine_version``)."""
+        bump()  # pages of a relist touch objects before the relist's one _changed()
         if kind in ("Service", "ServiceImport"):
             key = (obj.namespace, obj.name)
         elif kind == "EndpointSlice":
@@ -235,6 +240,7 @@ class ClusterStore:
         key = (namespace, service)
         services, namespaces = self.service_generation, self.namespace_generation
 
+        @store_derived
         def version() -> tuple:
             return (self.sync_epoch, namespaces.get(namespace, 0), services.get(key, 0))
 
