@@ -24,6 +24,7 @@ from twisted.names.error import DomainError
 from twisted.python.failure import Failure
 
 from kubernetai import outcome
+from kubernetai.question import Question, decode
 from kubernetai.request import RequestInfo, current_request, request_info
 
 __all__ = ["RequestChain", "chain"]
@@ -40,6 +41,54 @@ class RequestChain(resolve.ResolverChain):
         d = _consult(self.resolvers[0], q, timeout, info)
         for r in self.resolvers[1:]:
             d = d.addErrback(_next, r, q, timeout, info)
+        return d
+
+    def answer_now(self, query: dns.Query, info: RequestInfo) -> object:
+        """The chain's result for ``query``: sections, or an outcome exception, or else a Deferred of either.
+
+        What ``query`` gives, without Deferreds for as long as the resolvers
+        asked can answer synchronously: the server's path for an answer not
+        cached.  A leading run of kubernetai stanzas (``direct_ok``) is asked
+        through ``decide``, with the chain's rules (who is consulted, who
+        answered, which failures go on, a fallthrough NXDOMAIN kept over a
+        later "not mine"); the first other resolver, or a stanza's CNAME
+        chase, continues as the Deferred chain from there.
+        """
+        cls = type(self)
+        if cls._lookup is not RequestChain._lookup or cls.query is not resolve.ResolverChain.query:
+            return defer.maybeDeferred(self.query, query)  # a subclass answers its own way
+        name, qtype = query.name.name, query.type
+        if not self.resolvers:
+            return DomainError()
+        text = decode(name)
+        q = dns.Query(name, qtype, dns.IN)
+        failure: Exception | None = None
+        for i, r in enumerate(self.resolvers):
+            direct_ok = getattr(r, "direct_ok", None)
+            if direct_ok is None or not direct_ok():
+                d = _consult(r, q, None, info) if failure is None else _next(Failure(failure), r, q, None, info)
+                return self._rest(d, i, q, info)
+            info.trace.consulted(r)
+            asked = Question.under(text, r.zones)
+            got = outcome.NotMine(name) if asked is None else r.decide(asked, name, qtype, info)
+            if isinstance(got, defer.Deferred):  # a CNAME chase through the chain: asynchronous
+                d = got.addBoth(_answered, r, info)
+                if isinstance(failure, outcome.FallthroughNXDomain):
+                    d.addErrback(_keep_fallthrough, failure)
+                return self._rest(d, i, q, info)
+            if not isinstance(got, outcome.NotMine):
+                info.trace.answered_by = r
+            elif isinstance(failure, outcome.FallthroughNXDomain):
+                got = failure
+            if not isinstance(got, (DomainError, defer.TimeoutError, NotImplementedError)):
+                return got  # sections, or a failure that ends the chain
+            failure = got
+        return failure
+
+    def _rest(self, d: defer.Deferred, i: int, q: dns.Query, info: RequestInfo) -> defer.Deferred:
+        """The resolvers after the i-th, asked the Deferred way."""
+        for r in self.resolvers[i + 1 :]:
+            d = d.addErrback(_next, r, q, None, info)
         return d
 
     def lookupAllRecords(self, name: bytes, timeout: Any = None) -> defer.Deferred:
@@ -72,8 +121,12 @@ def _next(failure: Failure, resolver: Any, q: dns.Query, timeout: Any, info: Req
     if failure.check(outcome.FallthroughNXDomain):
         # A later resolver that does not serve the name at all must not hide
         # that an earlier one said it does not exist.
-        d.addErrback(lambda later: failure if later.check(outcome.NotMine) else later)
+        d.addErrback(_keep_fallthrough, failure)
     return d
+
+
+def _keep_fallthrough(later: Failure, earlier: Failure | Exception) -> Failure:
+    return (earlier if isinstance(earlier, Failure) else Failure(earlier)) if later.check(outcome.NotMine) else later
 
 
 def chain(resolvers: Sequence[Any]) -> RequestChain:

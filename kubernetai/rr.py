@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from twisted.names import dns
 
 __all__ = ["owner_zone", "soa"]
@@ -14,6 +16,7 @@ def owner_zone(qname: str, zone: str) -> str:
     return qname[len(qname) - len(zone) :] if len(qname) >= len(zone) else zone
 
 
+@functools.lru_cache(maxsize=1024)  # a negative answer's SOA, made once per zone spelling and serial
 def soa(
     zone: str,
     ttl: int,
@@ -26,7 +29,8 @@ def soa(
     """CoreDNS's SOA: ``zone min(ttl,cap) SOA MNAME.zone RNAME.zone serial 7200 1800 86400 ttl``.
 
     The kubernetes zone's: ``ns.dns`` and ``hostmaster``, TTL capped at 300;
-    k8s_external's: ``ns1.APEX`` and ``hostmaster.APEX``, its own TTL."""
+    k8s_external's: ``ns1.APEX`` and ``hostmaster.APEX``, its own TTL.  The record is shared:
+    records are never changed once made."""
     base = "" if zone == "." else zone.rstrip(".")
     suffix = ("." + base) if base else ""
     record = dns.Record_SOA(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from io import BytesIO
-from typing import cast
+from typing import Any, cast
 
 import attrs
 from twisted.names import dns
@@ -91,6 +91,10 @@ def parse_request(data: bytes) -> Request | Malformed | None:
         return Malformed(ident, opcode, rd, f"opcode {opcode} not implemented", rcode=dns.ENOTIMP)
     if qd != 1:
         return Malformed(ident, opcode, rd, f"{qd} questions (need exactly 1)")
+    if an == ns == 0 and ar <= 1:
+        plain = _parse_plain(data, ident, opcode, rd, cd, ar)
+        if plain is not None:
+            return plain
     message = dns.Message()
     try:
         message.fromStr(data)
@@ -131,19 +135,69 @@ def parse_request(data: bytes) -> Request | Malformed | None:
     return Request(ident, opcode, rd, cd, question, len(data), ixfr_serial=ixfr)
 
 
-class _Compression(dict):
-    """Twisted's name-compression table, minus pointers it cannot encode.
+_QTAIL = struct.Struct("!HH")
+_OPT_FIXED = struct.Struct("!BHHBBHH")  # root name, type, class (payload), ext. rcode, version, DO+Z, rdlength
 
-    A compression pointer has 14 bits; Twisted would store offsets past
-    0x3FFF and write corrupt pointers in large TCP answers.
+
+def _parse_plain(data: bytes, ident: int, opcode: int, rd: bool, cd: bool, ar: int) -> Request | None:
+    """The common query, decoded without Twisted's Message: one question and at most a well-formed OPT.
+
+    None when the packet is anything else (compressed question name, IXFR,
+    another additional record, an OPT whose options do not add up, bytes
+    left over): the full parser then decides, FORMERR included.  Whatever
+    it accepts decodes to exactly what the full parser gives.
     """
+    labels = []
+    at = HEADER.size
+    n = len(data)
+    while True:
+        if at >= n:
+            return None
+        size = data[at]
+        if size == 0:
+            break
+        if size & 0xC0:
+            return None
+        labels.append(data[at + 1 : at + 1 + size])
+        at += 1 + size
+    at += 1
+    if at + 4 > n or at - HEADER.size > 255:
+        return None
+    qtype, qcls = _QTAIL.unpack_from(data, at)
+    at += 4
+    if qtype == dns.IXFR:
+        return None
+    name = b".".join(labels)
+    if len(name) > MAX_NAME_TEXT:
+        return None
+    question = dns.Query(name, qtype, qcls)
+    if ar == 0:
+        return Request(ident, opcode, rd, cd, question, n) if at == n else None
+    if at + _OPT_FIXED.size > n:
+        return None
+    root, rtype, payload, _ext, version, flags, rdlength = _OPT_FIXED.unpack_from(data, at)
+    at += _OPT_FIXED.size
+    if root != 0 or rtype != OPT or at + rdlength != n:
+        return None
+    end = n
+    while at < end:  # the options must add up exactly (the full parser judges those that do not)
+        if at + 4 > end:
+            return None
+        at += 4 + int.from_bytes(data[at + 2 : at + 4], "big")
+    if at != end:
+        return None
+    return Request(
+        ident, opcode, rd, cd, question, n, edns_version=version, edns_payload=payload, dnssec_ok=bool(flags & 0x8000)
+    )
 
-    def __setitem__(self, name: bytes, offset: int) -> None:
-        if offset < 0x4000:
-            super().__setitem__(name, offset)
+
+# Name compression: a name's suffix (bytes, as written) → its offset in the message.  A pointer
+# has 14 bits: offsets past 0x3FFF are never remembered (Twisted's own table would store them
+# and write corrupt pointers in large TCP answers).
+MAX_POINTER = 0x3FFF
 
 
-def _remember_target(comp: _Compression, target: bytes, end: int) -> None:
+def _remember_target(comp: dict[bytes, int], target: bytes, end: int) -> None:
     """Let later names point into an SRV target written uncompressed.
 
     RFC 2782 forbids compressing the target itself, but nothing forbids
@@ -155,7 +209,7 @@ def _remember_target(comp: _Compression, target: bytes, end: int) -> None:
     offset = end - size + HEADER.size
     for i in range(len(labels)):
         suffix = b".".join(labels[i:])
-        if suffix not in comp:
+        if suffix not in comp and offset <= MAX_POINTER:
             comp[suffix] = offset
         offset += len(labels[i]) + 1
 
@@ -225,16 +279,101 @@ def cache_key(data: bytes, udp: bool = True) -> bytes | None:
     )
 
 
+_OPT_CACHE: dict[tuple[int, bool], bytes] = {}
+
+
 def _opt_bytes(rcode: int, dnssec_ok: bool) -> bytes:
-    opt = dns._OPTHeader(
-        udpPayloadSize=EDNS_PAYLOAD,
-        extendedRCODE=rcode >> 4,
-        version=0,
-        dnssecOK=dnssec_ok,
-    )
-    buf = BytesIO()
-    opt.encode(buf)
-    return buf.getvalue()
+    """Our OPT record for this extended RCODE and DO bit (four possible values: made once each)."""
+    key = (rcode >> 4, dnssec_ok)
+    found = _OPT_CACHE.get(key)
+    if found is None:
+        opt = dns._OPTHeader(udpPayloadSize=EDNS_PAYLOAD, extendedRCODE=key[0], version=0, dnssecOK=dnssec_ok)
+        buf = BytesIO()
+        opt.encode(buf)
+        found = _OPT_CACHE[key] = buf.getvalue()
+    return found
+
+
+# ---------------------------------------------------------------- encoding
+# Our own writer for the records we answer with, byte for byte what Twisted's
+# ``encode`` methods write (same names, same compression choices), into one
+# bytearray: Twisted's per-name BytesIO writes, struct packs and seeks were a
+# sixth of an uncached answer.  Any other record type is written by Twisted.
+_RR_FIXED = struct.Struct("!HHIH")
+_SRV_FIXED = struct.Struct("!HHH")
+_SOA_FIXED = struct.Struct("!LlllL")
+
+
+def _write_name(buf: bytearray, name: bytes, comp: dict | None) -> None:
+    """Twisted's ``Name.encode``: suffixes seen before become pointers, new ones are remembered.
+
+    Only where a 14-bit pointer can reach (``MAX_POINTER``)."""
+    while name:
+        if comp is not None:
+            at = comp.get(name)
+            if at is not None:
+                buf += (0xC000 | at).to_bytes(2, "big")
+                return
+            at = len(buf) + HEADER.size
+            if at <= MAX_POINTER:
+                comp[name] = at
+        ind = name.find(b".")
+        if ind > 0:
+            label, name = name[:ind], name[ind + 1 :]
+        else:
+            label, name, ind = name, b"", len(name)
+        buf.append(ind & 0xFF)
+        buf += label
+    buf.append(0)
+
+
+def _rdata_address(buf: bytearray, payload: Any, comp: dict | None) -> None:
+    buf += payload.address
+
+
+def _rdata_name(buf: bytearray, payload: Any, comp: dict | None) -> None:
+    _write_name(buf, payload.name.name, comp)
+
+
+def _rdata_srv(buf: bytearray, srv: Any, comp: dict | None) -> None:
+    buf += _SRV_FIXED.pack(srv.priority, srv.weight, srv.port)
+    _write_name(buf, srv.target.name, None)  # never compressed (RFC 2782)
+
+
+def _rdata_soa(buf: bytearray, soa: Any, comp: dict | None) -> None:
+    _write_name(buf, soa.mname.name, comp)
+    _write_name(buf, soa.rname.name, comp)
+    buf += _SOA_FIXED.pack(soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum)
+
+
+_RDATA = {
+    dns.Record_A: _rdata_address,
+    dns.Record_AAAA: _rdata_address,
+    dns.Record_CNAME: _rdata_name,
+    dns.Record_PTR: _rdata_name,
+    dns.Record_NS: _rdata_name,
+    dns.Record_SRV: _rdata_srv,
+    dns.Record_SOA: _rdata_soa,
+}
+
+
+def _write_rr(buf: bytearray, rr: dns.RRHeader, comp: dict) -> None:
+    """Twisted's ``RRHeader.encode`` of one record, appended to ``buf``."""
+    payload = rr.payload
+    write = _RDATA.get(type(payload))
+    if write is None:  # a type we do not build ourselves: Twisted writes it, at the right offset
+        out = BytesIO()
+        out.write(buf)
+        rr.encode(out, comp)
+        buf[len(buf) :] = out.getvalue()[len(buf) :]
+        return
+    _write_name(buf, rr.name.name, comp)
+    buf += _RR_FIXED.pack(rr.type, rr.cls, rr.ttl, 0)
+    start = len(buf)
+    write(buf, payload, comp)
+    size = len(buf) - start
+    buf[start - 2] = size >> 8
+    buf[start - 1] = size & 0xFF
 
 
 def encode_response(
@@ -260,21 +399,21 @@ def encode_response(
     authority record had to go; dropping additional records alone does not
     set it (RFC 2181 §9).  The OPT record always fits: its room is reserved.
     """
-    body = BytesIO()
-    comp = _Compression()
+    body = bytearray()
+    comp: dict[bytes, int] = {}
     if question is not None:
-        question.encode(body, comp)
+        _write_name(body, question.name.name, comp)
+        body += question.type.to_bytes(2, "big") + question.cls.to_bytes(2, "big")
     opt = _opt_bytes(rcode, dnssec_ok) if edns else b""
     room = max_size - HEADER.size - len(opt)
     counts = [0, 0, 0]
     truncated = False
     for index, section in enumerate((answers, authority, additional)):
         for rr in section:
-            mark = body.tell()
-            rr.encode(body, comp)
-            if body.tell() > room:
-                body.seek(mark)
-                body.truncate()
+            mark = len(body)
+            _write_rr(body, rr, comp)
+            if len(body) > room:
+                del body[mark:]
                 limit = mark + HEADER.size
                 for name in [n for n, off in comp.items() if off >= limit]:
                     del comp[name]
@@ -282,7 +421,7 @@ def encode_response(
                 break
             counts[index] += 1
             if rr.type == dns.SRV:
-                _remember_target(comp, cast(dns.Record_SRV, rr.payload).target.name, body.tell())
+                _remember_target(comp, cast(dns.Record_SRV, rr.payload).target.name, len(body))
         else:
             continue
         break
@@ -297,7 +436,7 @@ def encode_response(
         counts[1],
         counts[2] + (1 if edns else 0),
     )
-    return header + body.getvalue() + opt, truncated
+    return header + bytes(body) + opt, truncated
 
 
 def self_test() -> str:

@@ -272,9 +272,9 @@ def test_health_fails_when_answers_cannot_be_encoded(monkeypatch):
 
     assert wire.self_test() == "" and Health().page()[0] == 200
 
-    def broken(self, strio, compDict=None):
+    def broken(buf, payload, comp):
         raise LookupError("unknown encoding: idna")
 
-    monkeypatch.setattr(tdns.Record_A, "encode", broken)
+    monkeypatch.setitem(wire._RDATA, tdns.Record_A, broken)  # what writes an A record's data
     code, _, body = Health().page()
     assert code == 503 and b"cannot encode answers: LookupError: unknown encoding: idna" in body

@@ -93,7 +93,7 @@ def _addresses(
             target = h.host.rstrip(".") + "."
             if target.lower() == q.lname or depth > MAX_CNAME_HOPS:
                 continue
-            cname = rr(q.name, dns.CNAME, h.ttl, dns.Record_CNAME(bare(target), h.ttl))
+            cname = rr(q.name, dns.CNAME, h.ttl, dns.Record_CNAME(_wire_name(target), h.ttl))
             inner = q.sibling(target)
             if is_subdomain(inner.lname, q.lzone):
                 try:
@@ -128,7 +128,7 @@ def _srv(view: View, q: Question, limit: int) -> tuple[list, list]:
         weight = max(1, int(100.0 / total * 100))
         if (h.target.lower(), h.port) not in seen_srv:
             seen_srv.add((h.target.lower(), h.port))
-            records.append(rr(q.name, dns.SRV, h.ttl, dns.Record_SRV(0, weight, h.port, bare(h.target), h.ttl)))
+            records.append(rr(q.name, dns.SRV, h.ttl, dns.Record_SRV(0, weight, h.port, _wire_name(h.target), h.ttl)))
         if (h.target.lower(), h.host) not in seen_addr:
             seen_addr.add((h.target.lower(), h.host))
             extra.append(address_rr(h.target, h.host, h.ttl))
@@ -141,7 +141,7 @@ def _ptr(view: View, q: Question) -> list:
         view.records(q)  # a forward name: NODATA if it exists
         return []
     ttl = view.opts.ttl
-    return [rr(q.name, dns.PTR, ttl, dns.Record_PTR(bare(target), ttl)) for target in view.reverse_targets(ip)]
+    return [rr(q.name, dns.PTR, ttl, dns.Record_PTR(_wire_name(target), ttl)) for target in view.reverse_targets(ip)]
 
 
 def _ns(view: View, q: Question) -> Answer:
@@ -151,7 +151,7 @@ def _ns(view: View, q: Question) -> Answer:
         extra.append(address_rr(name, ip, ttl))
         if name not in seen:
             seen.add(name)
-            recs.append(rr(q.name, dns.NS, ttl, dns.Record_NS(bare(name), ttl)))
+            recs.append(rr(q.name, dns.NS, ttl, dns.Record_NS(_wire_name(name), ttl)))
     return Answer(tuple(recs), tuple(extra))
 
 
@@ -183,7 +183,9 @@ def answer(view: View, q: Question, qtype: int, limit: int = max_records(65535))
         if qtype == dns.CNAME:
             hits = view.apex_or_services(q, qtype)
             recs = [
-                rr(q.name, dns.CNAME, h.ttl, dns.Record_CNAME(bare(h.host), h.ttl)) for h in hits if h.kind == dns.CNAME
+                rr(q.name, dns.CNAME, h.ttl, dns.Record_CNAME(_wire_name(h.host), h.ttl))
+                for h in hits
+                if h.kind == dns.CNAME
             ]
             return Answer(tuple(recs))
         # Any other type: a fake A lookup decides NODATA versus NXDOMAIN.

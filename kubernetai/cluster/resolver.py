@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet import defer
-from twisted.names import dns
+from twisted.names import common, dns
 
 from kubernetai import outcome
 from kubernetai.changes import store_derived
@@ -66,13 +66,34 @@ class KubernetesResolver(ZoneResolver):
     def lookup_in_zone(self, q: Question, name: bytes, cls: int, type: int, timeout: Any) -> defer.Deferred:
         if cls != dns.IN:
             return defer.fail(outcome.NotMine(name))
-        info = current_request()
+        got = self.decide(q, name, type, current_request())
+        if isinstance(got, defer.Deferred):
+            return got
+        if isinstance(got, Exception):
+            return defer.fail(got)
+        return defer.succeed(got)
+
+    @classmethod
+    def direct_ok(cls) -> bool:
+        """Whether a chain may call ``decide`` instead of ``query``: nothing on the way is overridden."""
+        return (
+            cls.query is common.ResolverBase.query
+            and cls._lookup is ZoneResolver._lookup
+            and cls.lookup_in_zone is KubernetesResolver.lookup_in_zone
+        )
+
+    def decide(self, q: Question, name: bytes, type: int, info: RequestInfo) -> Any:
+        """The answer to ``q`` (class IN) now: the sections, or the outcome exception, or a Deferred (a CNAME chase).
+
+        What ``lookup_in_zone`` returns, without the Deferred: the server's
+        synchronous path (``RequestChain.answer_now``) calls it directly.
+        """
         info.trace.answered_in(q.lzone)  # names we build repeat the query's spelling of the zone
         # Over UDP an answer is at most 1232 bytes (wire.MAX_UDP_PAYLOAD): build no more than can fit.
         ans = answer(self.view, q, type, max_records(MAX_UDP_PAYLOAD if info.proto == "udp" else 65535))
         self._narrow(info, q, ans)
         if ans.refused:
-            return defer.fail(outcome.Reply(dns.EREFUSED))
+            return outcome.Reply(dns.EREFUSED)
         if ans.answers and not ans.name_error:
             result: tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]] = (
                 list(ans.answers),
@@ -83,17 +104,17 @@ class KubernetesResolver(ZoneResolver):
                 info.trace.cacheable = False  # completed through other resolvers
                 if self.upstream is not None and info.chase_depth < MAX_CHASE_DEPTH:
                     return self._chase(result, ans.chase, type, info.chased())
-            return defer.succeed(result)
+            return result
         # Only negative answers carry the SOA (making it was a tenth of an uncached positive answer).
         authority = [negative_soa(self.view, q.zone)]
         if ans.name_error:
             if self.opts.fallthrough.through(q.lname):
-                return defer.fail(outcome.FallthroughNXDomain(name, authority))
+                return outcome.FallthroughNXDomain(name, authority)
             if not self.store.synced:
                 reason = f"{self.opts.name()}: not synced with its cluster yet"
-                return defer.fail(outcome.Reply(dns.ESERVER, authority=authority, authoritative=True, reason=reason))
-            return defer.fail(outcome.NXDomain(name, authority))
-        return defer.succeed(([], authority, []))
+                return outcome.Reply(dns.ESERVER, authority=authority, authoritative=True, reason=reason)
+            return outcome.NXDomain(name, authority)
+        return ([], authority, [])
 
     def _narrow(self, info: RequestInfo, q: Question, ans: Any) -> None:
         """Let the server keep this answer while only what it read is unchanged, not the whole store.
