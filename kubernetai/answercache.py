@@ -222,6 +222,7 @@ class AnswerCache:
         # Per transport: a query's bytes after its ID → its answer (the UDP protocol reads ``same_udp``).
         self.same_udp: dict[bytes, CachedAnswer | Varies] = {}
         self._same_bytes: dict[str, dict[bytes, CachedAnswer | Varies]] = {"udp": self.same_udp, "tcp": {}}
+        self._last_key: tuple = (None, None, None)
         self.hits = 0
         self.misses = 0  # queries looked up and not answered (absent, stale, or another spelling not portable)
         self.evictions = 0
@@ -254,6 +255,7 @@ class AnswerCache:
         key = wire.cache_key(data, proto == "udp")
         if key is None:
             return None
+        self._last_key = (data, proto, key)  # a miss is remembered next: its key is not made twice
         found = self._entries.get((proto, key))
         if found is None:
             self.misses += 1
@@ -305,7 +307,9 @@ class AnswerCache:
     ) -> None:
         """Keep ``out``, the answer to ``data`` made from exactly ``versions``."""
         same = self._same_bytes.get(proto)
-        key = wire.cache_key(data, proto == "udp")
+        last_data, last_proto, key = self._last_key
+        if last_data is not data or last_proto != proto:
+            key = wire.cache_key(data, proto == "udp")
         if same is None or key is None or not versions or len(out) < HEADER_SIZE:
             return
         spelling = data[HEADER_SIZE : HEADER_SIZE + wire.question_name_length(data)]

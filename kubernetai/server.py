@@ -80,13 +80,14 @@ class _Answer:
 
 def _classify(result: object) -> _Answer:
     """Turn a chain's result or failure (a Failure, or the exception itself) into an rcode and sections."""
-    if isinstance(result, BaseException):
-        result = Failure(result)  # answer_now's negative outcomes come bare
-    if not isinstance(result, Failure):
+    if isinstance(result, Failure):
+        exc = result.value
+    elif isinstance(result, BaseException):
+        exc = result  # answer_now's outcomes come bare: a Failure only where one is kept (below)
+    else:
         answers, authority, additional = cast(tuple[Sequence[dns.RRHeader], ...], result)
         aa = any(rr.auth for rr in answers) or (not answers and any(rr.auth for rr in authority))
         return _Answer(dns.OK, aa, answers, authority, additional)
-    exc = result.value
     if isinstance(exc, outcome.Reply):
         why = Failure(outcome.ServerFailure(exc.reason)) if exc.reason else None
         return _Answer(exc.rcode, exc.authoritative, exc.answers, exc.authority, exc.additional, why)
@@ -97,9 +98,10 @@ def _classify(result: object) -> _Answer:
     if isinstance(exc, DomainError):
         # Nothing in the chain owned the name (CoreDNS: "no next plugin found").
         return _Answer(dns.ESERVER, failure=Failure(outcome.ServerFailure("no plugin serves this name")))
+    failure = result if isinstance(result, Failure) else Failure(exc)
     if isinstance(exc, NotImplementedError):
-        return _Answer(dns.ENOTIMP, failure=result)
-    return _Answer(dns.ESERVER, failure=result)
+        return _Answer(dns.ENOTIMP, failure=failure)
+    return _Answer(dns.ESERVER, failure=failure)
 
 
 class _AclMarker:

@@ -304,26 +304,44 @@ _SRV_FIXED = struct.Struct("!HHH")
 _SOA_FIXED = struct.Struct("!LlllL")
 
 
+_PARTS: dict[bytes, tuple[tuple[bytes, bytes], ...]] = {}
+MAX_PARTS = 16384  # names whose split is kept (the table is emptied when full)
+
+
+def _parts(name: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    """(suffix, its first label as written) for each suffix of ``name``, as Twisted's encode walks it."""
+    found = _PARTS.get(name)
+    if found is None:
+        parts = []
+        rest = name
+        while rest:
+            ind = rest.find(b".")
+            if ind > 0:
+                label, after = rest[:ind], rest[ind + 1 :]
+            else:
+                label, after, ind = rest, b"", len(rest)
+            parts.append((rest, bytes((ind & 0xFF,)) + label))
+            rest = after
+        if len(_PARTS) >= MAX_PARTS:
+            _PARTS.clear()
+        found = _PARTS[name] = tuple(parts)
+    return found
+
+
 def _write_name(buf: bytearray, name: bytes, comp: dict | None) -> None:
     """Twisted's ``Name.encode``: suffixes seen before become pointers, new ones are remembered.
 
     Only where a 14-bit pointer can reach (``MAX_POINTER``)."""
-    while name:
+    for suffix, written in _parts(name):
         if comp is not None:
-            at = comp.get(name)
+            at = comp.get(suffix)
             if at is not None:
                 buf += (0xC000 | at).to_bytes(2, "big")
                 return
             at = len(buf) + HEADER.size
             if at <= MAX_POINTER:
-                comp[name] = at
-        ind = name.find(b".")
-        if ind > 0:
-            label, name = name[:ind], name[ind + 1 :]
-        else:
-            label, name, ind = name, b"", len(name)
-        buf.append(ind & 0xFF)
-        buf += label
+                comp[suffix] = at
+        buf += written
     buf.append(0)
 
 

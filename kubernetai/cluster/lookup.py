@@ -119,6 +119,9 @@ class View:
     store: ClusterStore
     opts: KubernetesOptions
     local_ips: tuple[str, ...] = ()
+    # The last question parsed and its parse: an answer and its cache validity (resolver._narrow)
+    # read the same question's parse.
+    _last: tuple = attrs.field(default=(None, None), init=False, eq=False, repr=False)
 
     def own_services(self) -> tuple[bool, list[tuple[EndpointSlice, Service]]]:
         """The slices holding one of our addresses, with their Services: CoreDNS's nsAddrs walk.
@@ -176,10 +179,15 @@ class View:
 
     def request(self, q: Question) -> RecordRequest:
         """The name parsed against the schema; NoSuchName if it is not of it."""
+        last_q, last = self._last
+        if last_q is q:
+            return last
         try:
-            return parse_request(q.lname, q.lzone, self.is_multicluster(q.lzone), self.opts.zonal)
+            r = parse_request(q.lname, q.lzone, self.is_multicluster(q.lzone), self.opts.zonal)
         except InvalidRequest:
             raise NoSuchName() from None
+        self._last = (q, r)
+        return r
 
     # ------------------------------------------------------------ names → hits
     def records(self, q: Question) -> Sequence[Hit]:
