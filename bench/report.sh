@@ -4,6 +4,8 @@
 # cached mix (kubernetai and the dict ceiling, with Port.write and with sendto, over sockets), 1 and 2 workers (over sockets, both
 # cores shared with dnsperf), churn and uncached (in process), metrics cost (in process), start-up
 # to the first answer.  Loopback only; bounded in time.
+# BASE=DIR (a checkout of an older commit, e.g. `git worktree add /tmp/base REV`) also runs the
+# uncached bench from it, interleaved; start-up is timed beside Twisted's own floor.
 # Then the Go kubernetai against us on the same API server (bench/go_ratio.py; skipped when
 # ../shared/seed/build.sh has not built it), memory from the API and from manifests.
 set -euo pipefail
@@ -29,7 +31,11 @@ done
 .venv/bin/python bench/go_ratio.py "$N" "$SECS" "$PAIRS"
 .venv/bin/python bench/api_memory.py "$N"
 .venv/bin/python bench/api_memory.py "$N" --manifests
-.venv/bin/python bench/uncached.py "$N" 4
+if [ -n "${BASE:-}" ]; then  # BASE=a checkout of an older commit: uncached before and after, interleaved
+  .venv/bin/python bench/uncached.py "$N" 3 --against "$BASE"
+else
+  .venv/bin/python bench/uncached.py "$N" 4
+fi
 .venv/bin/python bench/churn.py "$N" 4 5
 .venv/bin/python bench/metrics_cost.py
-.venv/bin/python bench/startup.py 5
+.venv/bin/python bench/startup.py 5 --floor

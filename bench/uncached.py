@@ -1,15 +1,23 @@
-"""Uncached answers, in process (issue 15): bench/uncached.py [SERVICES] [SECONDS] [--profile].
+"""Uncached answers, in process (issue 15): bench/uncached.py [SERVICES] [SECONDS] [--profile] [--against TREE].
 
 The same cluster and query mix as bench/churn.py (A and SRV of Services,
 NXDOMAIN, NODATA), each query answered with the answer cache emptied first:
 the cost of a first query of a name, or of the first after a change.  No
 sockets: the server's own work.  ``--profile`` prints where the time goes.
+
+``--against TREE`` (another checkout of kubernetai, e.g. a ``git worktree`` of
+an older commit) runs this bench from both trees, interleaved, five rounds
+each in fresh processes, and prints both medians and their ratio: this
+machine's speed drifts too much for figures taken minutes apart.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
+import statistics
+import subprocess
 import sys
 import time
 
@@ -34,10 +42,40 @@ def run(n: int, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
+def against(tree: str, n: int, seconds: float, rounds: int = 5) -> None:
+    """This tree and ``tree``, interleaved rounds in fresh processes."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    rates: dict[str, list[float]] = {here: [], tree: []}
+    for _ in range(rounds):
+        for root in (tree, here):
+            out = subprocess.run(
+                [sys.executable, os.path.join(root, "bench", "uncached.py"), str(n), str(seconds)],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=600,
+            ).stdout
+            found = re.search(r"in process: ([\d,]+)/s", out)
+            if found is None:
+                raise SystemExit(f"unexpected output from {root}: {out!r}")
+            rates[root].append(float(found.group(1).replace(",", "")))
+    before, after = statistics.median(rates[tree]), statistics.median(rates[here])
+    each = {k: ", ".join(f"{r:,.0f}" for r in v) for k, v in rates.items()}
+    print(f"uncached answers, in process, before ({tree}): median {before:,.0f}/s (rounds: {each[tree]})")
+    print(f"uncached answers, in process, now: median {after:,.0f}/s (rounds: {each[here]})")
+    print(f"uncached answers: now / before = {after / before:.2f}x")
+
+
 def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if "--against" in sys.argv:
+        tree = sys.argv[sys.argv.index("--against") + 1]
+        args = [a for a in args if a != tree]
     n = int(args[0]) if args else 10000
     seconds = float(args[1]) if len(args) > 1 else 5
+    if "--against" in sys.argv:
+        against(tree, n, seconds)
+        return
     if "--profile" in sys.argv:
         import cProfile
         import pstats

@@ -8,7 +8,6 @@ configuration before it starts anything.
 
 from __future__ import annotations
 
-import difflib
 import glob
 import os
 import re
@@ -72,6 +71,8 @@ def unknown_directive(name: str, known: Iterable[str]) -> str:
     """Why ``name`` is refused: a CoreDNS plugin we lack, or a near miss of one we have."""
     if name in COREDNS_PLUGINS:
         return f"CoreDNS plugin '{name}' is not available in kubernetai"
+    import difflib  # only for a Corefile with a mistake in it
+
     close = difflib.get_close_matches(name, sorted(set(known)), n=1, cutoff=0.75)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"unknown directive '{name}'{hint}"

@@ -10,8 +10,7 @@ order.  Third-party packages add directives through the entry-point group
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
-from importlib.metadata import entry_points
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from twisted.logger import Logger
@@ -98,18 +97,55 @@ BUILTIN: dict[str, Setup] = {
 _log = Logger()
 
 
-def registry() -> dict[str, Setup]:
+class Directives(Mapping[str, Setup]):
+    """Built-in directives, plus those installed packages register.
+
+    Installed packages' entry points are read only when a name is not
+    built in (or the whole list is wanted): a Corefile of built-in
+    directives starts without scanning every distribution's metadata.
+    """
+
+    def __init__(self) -> None:
+        self._found: dict[str, Setup] = dict(BUILTIN)
+        self._scanned = False
+
+    def _scan(self) -> None:
+        if self._scanned:
+            return
+        self._scanned = True
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in self._found:
+                _log.warn("directive {name} from {value} ignored: already registered", name=ep.name, value=ep.value)
+                continue
+            try:
+                self._found[ep.name] = ep.load()
+            except Exception:
+                _log.failure("cannot load directive {name} from {value}", name=ep.name, value=ep.value)
+
+    def __contains__(self, name: object) -> bool:
+        if name not in self._found:
+            self._scan()
+        return name in self._found
+
+    def __getitem__(self, name: str) -> Setup:
+        if name not in self._found:
+            self._scan()
+        return self._found[name]
+
+    def __iter__(self) -> Iterator[str]:
+        self._scan()
+        return iter(self._found)
+
+    def __len__(self) -> int:
+        self._scan()
+        return len(self._found)
+
+
+def registry() -> Directives:
     """Built-in directives plus those installed packages register."""
-    found = dict(BUILTIN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in found:
-            _log.warn("directive {name} from {value} ignored: already registered", name=ep.name, value=ep.value)
-            continue
-        try:
-            found[ep.name] = ep.load()
-        except Exception:
-            _log.failure("cannot load directive {name} from {value}", name=ep.name, value=ep.value)
-    return found
+    return Directives()
 
 
 def order_of(name: str, directives: Mapping[str, Setup]) -> float:
