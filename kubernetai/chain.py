@@ -61,11 +61,10 @@ class RequestChain(resolve.ResolverChain):
         if not self.resolvers:
             return DomainError()
         text = decode(name)
-        q = dns.Query(name, qtype, dns.IN)
+        q = query if query.cls == dns.IN else dns.Query(name, qtype, dns.IN)  # resolvers are asked class IN
         failure: Exception | None = None
         for i, r in enumerate(self.resolvers):
-            direct_ok = getattr(r, "direct_ok", None)
-            if direct_ok is None or not direct_ok():
+            if not _direct(type(r)):
                 d = _consult(r, q, None, info) if failure is None else _next(Failure(failure), r, q, None, info)
                 return self._rest(d, i, q, info)
             info.trace.consulted(r)
@@ -95,6 +94,18 @@ class RequestChain(resolve.ResolverChain):
         # Twisted's ResolverChain sends ANY straight to each resolver's lookupAllRecords,
         # past _lookup (its own comment wonders why): ANY goes the same way as any type.
         return self._lookup(name, dns.IN, dns.ALL_RECORDS, timeout)
+
+
+_DIRECT: dict[type, bool] = {}
+
+
+def _direct(cls: type) -> bool:
+    """Whether resolvers of this class are asked through ``decide`` (their ``direct_ok``), judged once per class."""
+    found = _DIRECT.get(cls)
+    if found is None:
+        direct_ok = getattr(cls, "direct_ok", None)
+        found = _DIRECT[cls] = direct_ok is not None and bool(direct_ok())
+    return found
 
 
 def _consult(resolver: Any, q: dns.Query, timeout: Any, info: RequestInfo) -> defer.Deferred:

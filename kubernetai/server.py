@@ -316,7 +316,7 @@ class KubeDNSServerFactory(DNSServerFactory):
         elif req.question.cls not in block.classes:
             d = defer.fail(outcome.Reply(dns.EREFUSED))  # no resolver is asked
         else:
-            query = dns.Query(req.question.name.name, req.question.type, req.question.cls)
+            query = req.question  # a dns.Query of its own (the parser's), read by the resolvers
             answer_now = getattr(block.resolver, "answer_now", None)
             token = request_info.set(info)
             try:
