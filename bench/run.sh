@@ -4,6 +4,8 @@
 # PROMETHEUS=1 adds `prometheus 127.0.0.1:0` to the block (metrics cost, issue 13).
 # CEILING=1 runs bench/ceiling.py instead: prepared answers from a dict, the per-core ceiling (issue 15);
 # CEILING=sendto the same ceiling writing with socket.sendto, as kubernetai's UDP hits do.
+# AUTOPATH=on|off: a client pod at 127.0.0.1 in ns0, `pods verified`, the queries about ns0, and
+# (on) `autopath @kubernetai` in the block: the same block with and without autopath (issue 15).
 # WORKERS=N runs `twistd kubernetai --workers N` (issue 15); CPUS=0,1 changes the server's pinning.
 # The server is pinned to CPU 0 (CPUS) and dnsperf to CPU 1 (DNSPERF_CPUS); every run is bounded in time.
 # Reported: queries/s, latency, RSS of every server process, and server CPU µs per query (all processes).
@@ -15,14 +17,17 @@ PORT=${PORT:-15353}
 make -s .venv/.installed >/dev/null
 WORK=$(mktemp -d)
 trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-.venv/bin/python bench/gen_cluster.py "$WORK" "$N"
+.venv/bin/python bench/gen_cluster.py "$WORK" "$N" ${AUTOPATH:+--client-pod}
+if [ -n "${AUTOPATH:-}" ]; then mv "$WORK/queries-ns0.txt" "$WORK/queries.txt"; fi
 cat > "$WORK/Corefile" <<COREFILE
 .:$PORT {
     bind 127.0.0.1
     ${PROMETHEUS:+prometheus 127.0.0.1:0}
+    $([ "${AUTOPATH:-}" = on ] && echo "autopath @kubernetai")
     ready 127.0.0.1:$((PORT + 1))
     kubernetai cluster.local {
         manifests cluster.yaml
+        $([ -n "${AUTOPATH:-}" ] && echo "pods verified")
     }
 }
 COREFILE
@@ -37,7 +42,7 @@ for _ in $(seq 100); do dig @127.0.0.1 -p "$PORT" svc0.ns0.svc.cluster.local +sh
 if [ -z "${CEILING:-}" ]; then  # /ready: every stanza synced, and with --workers every worker too
   for _ in $(seq 300); do curl -sf "127.0.0.1:$((PORT + 1))/ready" > /dev/null && break; sleep 0.1; done
 fi
-echo "kubernetai $(.venv/bin/python -c 'import kubernetai; print(kubernetai.__version__)'), $N services, $(wc -l < "$WORK/queries.txt") distinct queries${PROMETHEUS:+, with prometheus}${CEILING:+, CEILING (dict of prepared answers)}"
+echo "kubernetai $(.venv/bin/python -c 'import kubernetai; print(kubernetai.__version__)'), $N services, $(wc -l < "$WORK/queries.txt") distinct queries${PROMETHEUS:+, with prometheus}${CEILING:+, CEILING (dict of prepared answers)}${AUTOPATH:+, autopath $AUTOPATH}"
 # One pass over the query file first (WARM=0 to skip): the figures are the steady state, caches filled.
 if [ "${WARM:-1}" != 0 ]; then
   # Each process has its own cache and the kernel picks the process by source port: with workers,

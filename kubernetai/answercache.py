@@ -197,11 +197,31 @@ class Varies:
     value_of: Callable[[str], object]
     answers: dict = attrs.Factory(dict)
     used: bool = False
+    # value_of(host) by host, while STORE_CHANGES is ``_values_at`` (only for a store-derived value_of).
+    _values: dict = attrs.Factory(dict)
+    _values_at: int = -1
+    _memo: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._memo = getattr(self.value_of, "store_only", False)
 
     MAX_VALUES = 1024
+    MAX_HOSTS = 4096
 
     def pick(self, host: str) -> CachedAnswer | None:
-        return self.answers.get(self.value_of(host))
+        """The answer for this client: its group's (autopath: its pod's namespace), if one is kept."""
+        if not self._memo:
+            return self.answers.get(self.value_of(host))
+        if self._values_at != STORE_CHANGES[0]:
+            self._values.clear()  # pods may have moved: ask again
+            self._values_at = STORE_CHANGES[0]
+        values = self._values
+        if host in values:
+            return self.answers.get(values[host])
+        value = self.value_of(host)
+        if len(values) < self.MAX_HOSTS:
+            values[host] = value
+        return self.answers.get(value)
 
 
 class AnswerCache:

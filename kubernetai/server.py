@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from kubernetai import outcome, wire
-from kubernetai.answercache import AnswerCache, CachedAnswer
+from kubernetai.answercache import HEADER_SIZE, AnswerCache, CachedAnswer, Varies
 from kubernetai.changes import STORE_CHANGES
 from kubernetai.metrics import QueryMeter
 from kubernetai.metrics import head as metric_head
@@ -565,6 +565,13 @@ class DNSDatagramServerProtocol(DatagramProtocol):
         # sending (``plain``) and was found valid since the stores last changed.  The rest,
         # cached or not, goes through cached_answer / handle_packet.
         known = factory.answer_cache.same_udp.get(data[2:])
+        if type(known) is Varies:  # one answer per client group (autopath: the client pod's namespace)
+            try:
+                known = known.pick(addr[0])
+            except Exception:
+                known = None  # the path below asks again, and logs what fails
+            if known is not None and data[HEADER_SIZE : HEADER_SIZE + len(known.spelling)] != known.spelling:
+                known = None  # made for another spelling: cached_answer decides
         if (
             type(known) is CachedAnswer
             and known.plain

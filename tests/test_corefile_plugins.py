@@ -407,3 +407,52 @@ def test_autopath_answers_are_cached_per_client_namespace(tmp_path):
         from_c = ask(f, "x.b.svc.cluster.local", source="10.0.0.2")
         assert from_c.rcode() == dns.rcode.NXDOMAIN  # not its search path: asked as it is
     assert f.answer_cache.hits == 2 and f.answer_cache.misses == 2
+
+
+def test_autopath_hits_over_udp_are_sent_at_once_per_client_and_follow_the_pod(tmp_path):
+    """Issue 15: an autopath block's cached answers take the UDP fast path too, picked by the client's namespace."""
+    from kubernetai.cluster.kinds import convert
+
+    from .fakeapi import namespace, pod
+    from .test_cache import _Port
+
+    (tmp_path / "c.yaml").write_text("")
+    plan = load_text(
+        f". {{\n autopath @kubernetai\n kubernetai cluster.local {{\n  manifests {tmp_path}/c.yaml\n  pods verified\n }}\n}}",
+        53,
+        task.Clock(),
+    )
+    store = plan.server.clusters[0].store
+    objs = [
+        namespace("b"),
+        namespace("c"),
+        namespace("x"),
+        pod("client", "10.0.0.1", "b"),
+        pod("other", "10.0.0.2", "c"),
+    ]
+    for kind in ("Namespace", "Pod", "Service", "EndpointSlice", "ServiceImport"):
+        store.relist((kind, ""), [convert(kind, o) for o in objs if o["kind"] == kind])
+    f = KubeDNSServerFactory(blocks=[plan.blocks[0].block], clock=task.Clock())
+    port = _Port()
+    proto = f.datagram_protocol()
+    proto.makeConnection(port)
+    slow = []
+    cached_answer = f.cached_answer
+    f.cached_answer = lambda *a: slow.append(a) or cached_answer(*a)  # the path hits should not need
+
+    def ask_udp(source):
+        q = dns.message.make_query("x.b.svc.cluster.local", "A")
+        proto.datagramReceived(q.to_wire(), (source, 5353))
+        (data, addr), *more = port.socket.sent
+        port.socket.sent.clear()
+        assert not more and addr == (source, 5353)
+        return dns.message.from_wire(data)
+
+    for _ in range(3):
+        assert ask_udp("10.0.0.1").rcode() == dns.rcode.NOERROR  # b's search path: the namespace x (NODATA)
+        assert ask_udp("10.0.0.2").rcode() == dns.rcode.NXDOMAIN  # c's: asked as it is
+    assert f.answer_cache.hits == 4 and len(slow) == 2  # the first two asked; every hit sent at once
+    store.apply("DELETED", "Pod", convert("Pod", pod("client", "10.0.0.1", "b")))
+    store.apply("ADDED", "Pod", convert("Pod", pod("client", "10.0.0.1", "c")))  # the client moved to c
+    assert ask_udp("10.0.0.1").rcode() == dns.rcode.NXDOMAIN
+    assert f.answer_cache.hits == 5  # c's answer, already cached

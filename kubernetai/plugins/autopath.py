@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 
 from kubernetai import outcome
 from kubernetai.chain import chain as request_chain
+from kubernetai.changes import store_derived
 from kubernetai.corefile import Directive
 from kubernetai.plugin import SetupContext
 from kubernetai.question import Question, ZoneResolver
@@ -85,11 +86,13 @@ class AutopathResolver(ZoneResolver):
             self._stanzas = [r for r in chain if isinstance(r, AutoPather)]  # a Protocol check: slow, so once
         return self._stanzas
 
+    @store_derived  # a constant: never changes, so the answer cache trusts its change count
     def cache_version(self) -> int:
         """Its answers may be kept: they depend on the resolvers it asks (noted on the request's
         trace as it asks them) and on the client's namespace (``Trace.vary``)."""
         return 0
 
+    @store_derived  # it reads the stanzas' pods: the answer cache may keep it while no store changes
     def client_namespace(self, client: str) -> str | None:
         """The namespace of the pod at ``client`` (pods verified), which picks the search path."""
         for stanza in self.stanzas():  # on every cached hit of an autopath block: no generators
