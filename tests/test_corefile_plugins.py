@@ -378,43 +378,11 @@ def test_the_corednss_stock_corefile_example_uses_only_what_we_have():
     assert opts.kubeconfig and opts.pods == "insecure" and opts.ttl == 30
 
 
-def test_autopath_answers_are_cached_per_client_namespace(tmp_path):
-    """Issue 15: an autopath block's answers are cached, keyed by the asking pod's namespace."""
+def _autopath_block(tmp_path):
+    """An autopath block over one stanza: namespaces b, c, x; pods client (10.0.0.1, in b) and other (10.0.0.2, in c)."""
     from kubernetai.cluster.kinds import convert
 
     from .fakeapi import namespace, pod
-
-    (tmp_path / "c.yaml").write_text("")
-    plan = load_text(
-        f". {{\n autopath @kubernetai\n kubernetai cluster.local {{\n  manifests {tmp_path}/c.yaml\n  pods verified\n }}\n}}",
-        53,
-        task.Clock(),
-    )
-    store = plan.server.clusters[0].store
-    objs = [
-        namespace("b"),
-        namespace("c"),
-        namespace("x"),
-        pod("client-b", "10.0.0.1", "b"),
-        pod("client-c", "10.0.0.2", "c"),
-    ]
-    for kind in ("Namespace", "Pod", "Service", "EndpointSlice", "ServiceImport"):
-        store.relist((kind, ""), [convert(kind, o) for o in objs if o["kind"] == kind])
-    f = KubeDNSServerFactory(blocks=[plan.blocks[0].block], clock=task.Clock())
-    for _ in range(2):
-        from_b = ask(f, "x.b.svc.cluster.local", source="10.0.0.1")
-        assert from_b.rcode() == dns.rcode.NOERROR and not from_b.answer  # completed: the namespace x (NODATA)
-        from_c = ask(f, "x.b.svc.cluster.local", source="10.0.0.2")
-        assert from_c.rcode() == dns.rcode.NXDOMAIN  # not its search path: asked as it is
-    assert f.answer_cache.hits == 2 and f.answer_cache.misses == 2
-
-
-def test_autopath_hits_over_udp_are_sent_at_once_per_client_and_follow_the_pod(tmp_path):
-    """Issue 15: an autopath block's cached answers take the UDP fast path too, picked by the client's namespace."""
-    from kubernetai.cluster.kinds import convert
-
-    from .fakeapi import namespace, pod
-    from .test_cache import _Port
 
     (tmp_path / "c.yaml").write_text("")
     plan = load_text(
@@ -432,7 +400,28 @@ def test_autopath_hits_over_udp_are_sent_at_once_per_client_and_follow_the_pod(t
     ]
     for kind in ("Namespace", "Pod", "Service", "EndpointSlice", "ServiceImport"):
         store.relist((kind, ""), [convert(kind, o) for o in objs if o["kind"] == kind])
-    f = KubeDNSServerFactory(blocks=[plan.blocks[0].block], clock=task.Clock())
+    return store, KubeDNSServerFactory(blocks=[plan.blocks[0].block], clock=task.Clock())
+
+
+def test_autopath_answers_are_cached_per_client_namespace(tmp_path):
+    """Issue 15: an autopath block's answers are cached, keyed by the asking pod's namespace."""
+    _, f = _autopath_block(tmp_path)
+    for _ in range(2):
+        from_b = ask(f, "x.b.svc.cluster.local", source="10.0.0.1")
+        assert from_b.rcode() == dns.rcode.NOERROR and not from_b.answer  # completed: the namespace x (NODATA)
+        from_c = ask(f, "x.b.svc.cluster.local", source="10.0.0.2")
+        assert from_c.rcode() == dns.rcode.NXDOMAIN  # not its search path: asked as it is
+    assert f.answer_cache.hits == 2 and f.answer_cache.misses == 2
+
+
+def test_autopath_hits_over_udp_are_sent_at_once_per_client_and_follow_the_pod(tmp_path):
+    """Issue 15: an autopath block's cached answers take the UDP fast path too, picked by the client's namespace."""
+    from kubernetai.cluster.kinds import convert
+
+    from .fakeapi import pod
+    from .test_cache import _Port
+
+    store, f = _autopath_block(tmp_path)
     port = _Port()
     proto = f.datagram_protocol()
     proto.makeConnection(port)
