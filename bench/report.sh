@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for the figures of issue 15, in one run (the dnsperf pairs interleaved):
 #   bench/report.sh [SERVICES] [SECONDS] [PAIRS]
-# cached mix (kubernetai and the dict ceiling, with Port.write and with sendto, over sockets), 1 and 2 workers (over sockets, both
+# cached mix (kubernetai and the dict ceiling, with Port.write and with sendto, over sockets), an autopath
+# block against the same block without autopath (over sockets), 1 and 2 workers (over sockets, both
 # cores shared with dnsperf), churn and uncached (in process), metrics cost (in process), start-up
 # to the first answer.  Loopback only; bounded in time.
 # BASE=DIR (a checkout of an older commit, e.g. `git worktree add /tmp/base REV`) also runs the
@@ -20,6 +21,18 @@ for i in $(seq "$PAIRS"); do
   c=$(CEILING=1 bash bench/run.sh "$N" "$SECS" 2>&1 | awk '/Queries per second/ {print $4}')
   s=$(CEILING=sendto bash bench/run.sh "$N" "$SECS" 2>&1 | awk '/Queries per second/ {print $4}')
   echo "cached mix, pair $i: kubernetai ${k% *} q/s (RSS ${k#* } KiB), ceiling $c q/s, ceiling with sendto $s q/s"
+  if [ -n "${BASE:-}" ]; then
+    b=$(TREE="$BASE" bash bench/run.sh "$N" "$SECS" 2>&1 | awk '/Queries per second/ {print $4}')
+    echo "cached mix, pair $i: before (BASE) $b q/s"
+  fi
+done
+for i in $(seq "$PAIRS"); do  # the same block with and without autopath, a client pod at 127.0.0.1 asking about ns0
+  for a in on off ${BASE:+before-on before-off}; do
+    tree=""; [ "${a#before-}" != "$a" ] && tree=$BASE
+    r=$(TREE=$tree AUTOPATH=${a#before-} bash bench/run.sh "$N" "$SECS" 2>&1 \
+      | awk '/Queries per second/ {q=$4} /CPU per query/ {c=$5} END {print q, c}')
+    echo "autopath $a, pair $i: ${r% *} q/s, ${r#* } us CPU/query"
+  done
 done
 for i in $(seq "$PAIRS"); do
   for w in 1 2; do

@@ -6,6 +6,7 @@
 # CEILING=sendto the same ceiling writing with socket.sendto, as kubernetai's UDP hits do.
 # AUTOPATH=on|off: a client pod at 127.0.0.1 in ns0, `pods verified`, the queries about ns0, and
 # (on) `autopath @kubernetai` in the block: the same block with and without autopath (issue 15).
+# TREE=DIR serves from another checkout of kubernetai (PYTHONPATH=DIR: an older commit, for before/after).
 # WORKERS=N runs `twistd kubernetai --workers N` (issue 15); CPUS=0,1 changes the server's pinning.
 # The server is pinned to CPU 0 (CPUS) and dnsperf to CPU 1 (DNSPERF_CPUS); every run is bounded in time.
 # Reported: queries/s, latency, RSS of every server process, and server CPU µs per query (all processes).
@@ -34,7 +35,7 @@ COREFILE
 if [ -n "${CEILING:-}" ]; then
   (exec taskset -c 0 .venv/bin/python bench/ceiling.py "$WORK" "$PORT" $([ "$CEILING" = sendto ] && echo --sendto) > "$WORK/server.log" 2>&1) &
 else
-  (cd "$WORK" && exec taskset -c "${CPUS:-0}" "$OLDPWD/.venv/bin/twistd" --pidfile= -n kubernetai --config Corefile \
+  (cd "$WORK" && exec env ${TREE:+PYTHONPATH="$TREE"} taskset -c "${CPUS:-0}" "$OLDPWD/.venv/bin/twistd" --pidfile= -n kubernetai --config Corefile \
      --workers "${WORKERS:-1}" > server.log 2>&1) &
 fi
 SERVER=$!
@@ -42,7 +43,7 @@ for _ in $(seq 100); do dig @127.0.0.1 -p "$PORT" svc0.ns0.svc.cluster.local +sh
 if [ -z "${CEILING:-}" ]; then  # /ready: every stanza synced, and with --workers every worker too
   for _ in $(seq 300); do curl -sf "127.0.0.1:$((PORT + 1))/ready" > /dev/null && break; sleep 0.1; done
 fi
-echo "kubernetai $(.venv/bin/python -c 'import kubernetai; print(kubernetai.__version__)'), $N services, $(wc -l < "$WORK/queries.txt") distinct queries${PROMETHEUS:+, with prometheus}${CEILING:+, CEILING (dict of prepared answers)}${AUTOPATH:+, autopath $AUTOPATH}"
+echo "kubernetai $(cd "$WORK" && env ${TREE:+PYTHONPATH="$TREE"} "$OLDPWD/.venv/bin/python" -c 'import kubernetai; print(kubernetai.__version__, kubernetai.__file__)'), $N services, $(wc -l < "$WORK/queries.txt") distinct queries${PROMETHEUS:+, with prometheus}${CEILING:+, CEILING (dict of prepared answers)}${AUTOPATH:+, autopath $AUTOPATH}"
 # One pass over the query file first (WARM=0 to skip): the figures are the steady state, caches filled.
 if [ "${WARM:-1}" != 0 ]; then
   # Each process has its own cache and the kernel picks the process by source port: with workers,
