@@ -152,13 +152,18 @@ class CachedAnswer:
     plain: bool = False
     used: bool = False  # hit since the eviction sweep last passed it (second chance)
     _portable: bool | None = None
-    # STORE_CHANGES when last found valid, if every version is store-derived (else never set):
-    # while it is the count, the answer is valid (the UDP fast path reads it, server.py).
+    # The change count its versions move with (kubernetai.changes: one Service's bucket, or every
+    # store's count), and that count when it was last found valid: while they are equal, the
+    # answer is valid (the UDP fast path reads them, server.py).  No count: checked on every hit.
     checked_at: int = -1
+    counter: list[int] = attrs.field(init=False)
     _store_only: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._store_only = all(getattr(fn, "store_only", False) for fn, _ in self.versions)
+        counters = {id(fn.counter): fn.counter for fn, _ in self.versions} if self._store_only else {}
+        # One bucket if every version watches the same one; every store's count if they differ.
+        self.counter = next(iter(counters.values())) if len(counters) == 1 else STORE_CHANGES
 
     @property
     def portable(self) -> bool:
@@ -168,13 +173,13 @@ class CachedAnswer:
         return self._portable
 
     def valid(self) -> bool:
-        if self.checked_at == STORE_CHANGES[0]:
-            return True  # nothing a store-derived version reads has changed since the last check
+        if self.checked_at == self.counter[0]:
+            return True  # nothing its store-derived versions read has changed since the last check
         for version, seen in self.versions:  # a loop, not all(): this runs on every hit
             if version() != seen:
                 return False
         if self._store_only:
-            self.checked_at = STORE_CHANGES[0]
+            self.checked_at = self.counter[0]
         return True
 
     def for_query(self, data: bytes) -> bytes | None:

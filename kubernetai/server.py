@@ -28,7 +28,6 @@ from zope.interface import implementer
 
 from kubernetai import outcome, wire
 from kubernetai.answercache import HEADER_SIZE, AnswerCache, CachedAnswer, Varies
-from kubernetai.changes import STORE_CHANGES
 from kubernetai.metrics import QueryMeter
 from kubernetai.metrics import head as metric_head
 from kubernetai.request import QueryEvent, RequestInfo, Trace, rcode_name, request_info
@@ -575,7 +574,7 @@ class DNSDatagramServerProtocol(DatagramProtocol):
         if (
             type(known) is CachedAnswer
             and known.plain
-            and known.checked_at == STORE_CHANGES[0]
+            and known.checked_at == known.counter[0]
             and factory._held is None
             and self._sendto is not None
         ):

@@ -305,7 +305,7 @@ _SOA_FIXED = struct.Struct("!LlllL")
 
 
 _PARTS: dict[bytes, tuple[tuple[bytes, bytes], ...]] = {}
-MAX_PARTS = 16384  # names whose split is kept (the table is emptied when full)
+MAX_PARTS = 1024  # names whose split is kept (emptied when full: a few hundred kB at most)
 
 
 def _parts(name: bytes) -> tuple[tuple[bytes, bytes], ...]:

@@ -536,3 +536,27 @@ def test_an_answer_that_does_not_depend_on_stores_only_is_checked_on_every_hit()
     assert cache.answer(data, "udp") is not None
     table["v"] = 2  # no store changed: the change count is the same
     assert cache.answer(data, "udp") is None
+
+
+def test_a_change_to_one_service_rechecks_only_the_answers_of_its_bucket():
+    """Issue 15, churn: an answer about one Service watches its (namespace, service) bucket, not every change."""
+    from kubernetai.changes import bucket
+
+    f, store, proto, port = udp_rig()
+    add(store, namespace("ns"))
+    names = [f"svc{i}" for i in range(200)]
+    other = next(n for n in names[1:] if bucket(("ns", n)) is not bucket(("ns", names[0])))
+    for name in (names[0], other):
+        add(store, service(name, "ns"))
+    synced(store)
+    for name in (names[0], other):
+        udp_ask(proto, port, f"{name}.ns.svc.cluster.local")
+    entries = {e.spelling.split(b"\x02ns")[0][1:].decode(): e for e in f.answer_cache._entries.values()}
+    changed, untouched = entries[names[0]], entries[other]
+    assert changed.checked_at == changed.counter[0] and untouched.checked_at == untouched.counter[0]
+    add(store, service(names[0], "ns", ip="10.96.0.77"))
+    assert changed.checked_at != changed.counter[0]  # checked again on its next hit...
+    assert untouched.checked_at == untouched.counter[0]  # ...this one is not
+    assert udp_ask(proto, port, f"{names[0]}.ns.svc.cluster.local").answer[0][0].address == "10.96.0.77"
+    store.apply("DELETED", "Namespace", convert("Namespace", namespace("ns")))  # every answer is checked again
+    assert untouched.checked_at != untouched.counter[0]

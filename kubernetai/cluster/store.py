@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from kubernetai.changes import bump, store_derived
+from kubernetai.changes import bucket, changed, changed_all, changed_key, store_derived
 from kubernetai.cluster.kinds import KINDS
 from kubernetai.cluster.objects import EndpointSlice, Namespace, Pod, Service, ServiceImport
 
@@ -138,7 +138,7 @@ class ClusterStore:
         """Declare a scope whose first full list makes the store synced."""
         self.required.add(scope)
         self.sync_epoch += 1
-        bump()
+        changed_all()
         if self.journal is not None:
             self.journal(("require", scope))
 
@@ -171,7 +171,7 @@ class ClusterStore:
     def _scope_synced(self, scope: Scope) -> None:
         if scope not in self.synced_scopes:
             self.sync_epoch += 1
-            bump()
+            changed_all()
         self.synced_scopes.add(scope)
         self.last_sync = self.clock()
         if self.journal is not None:
@@ -189,7 +189,7 @@ class ClusterStore:
     # ------------------------------------------------------------ internals
     def _changed(self) -> None:
         self.generation += 1
-        bump()
+        changed()
         self.last_modified = self.clock()
         if self.journal is not None:
             self.journal(("changed",))
@@ -222,29 +222,31 @@ class ClusterStore:
         return True
 
     def _touch(self, kind: str, obj: Any) -> None:
-        """Bump the finer counter an object of this kind feeds (see ``fine_version``)."""
-        bump()  # pages of a relist touch objects before the relist's one _changed()
+        """Bump the finer counter an object of this kind feeds (see ``fine_version``), and the change counts."""
         if kind in ("Service", "ServiceImport"):
             key = (obj.namespace, obj.name)
         elif kind == "EndpointSlice":
             key = (obj.namespace, obj.service)
         elif kind == "Namespace":
             self.namespace_generation[obj.name] = self.namespace_generation.get(obj.name, 0) + 1
+            changed_all()
             return
         else:
-            return  # pods: answers that read them use the store's generation
+            changed()  # pods: answers that read them use the store's generation
+            return
         self.service_generation[key] = self.service_generation.get(key, 0) + 1
+        changed_key(key)  # at once: pages of a relist touch objects before the relist's one _changed()
 
-    def fine_version(self, namespace: str, service: str) -> Callable[[], tuple]:
+    def fine_version(self, namespace: str, service: str) -> Callable[[], int]:
         """What an answer about one Service (or, with ``service`` empty, one Namespace) depends on."""
         key = (namespace, service)
         services, namespaces = self.service_generation, self.namespace_generation
 
-        @store_derived
-        def version() -> tuple:
-            return (self.sync_epoch, namespaces.get(namespace, 0), services.get(key, 0))
+        def version() -> int:
+            # A sum of counters that only grow: it changes whenever one of them does.
+            return self.sync_epoch + namespaces.get(namespace, 0) + services.get(key, 0)
 
-        return version
+        return store_derived(version, bucket(key))
 
     # A bucket is the one object a key has (the common case: an IP names one slice) or, from the
     # second on, a dict {slot: object}.  A dict and a tuple per key cost ~180 bytes: 100,000
