@@ -154,7 +154,7 @@ class CachedAnswer:
     _portable: bool | None = None
     # The change count its versions move with (kubernetai.changes: one Service's bucket, or every
     # store's count), and that count when it was last found valid: while they are equal, the
-    # answer is valid (the UDP fast path reads them, server.py).  No count: checked on every hit.
+    # answer is valid (``plain_udp_hit`` reads them).  No count: checked on every hit.
     checked_at: int = -1
     counter: list[int] = attrs.field(init=False)
     _store_only: bool = attrs.field(init=False)
@@ -244,7 +244,7 @@ class AnswerCache:
     def __init__(self, capacity: int = 50_000) -> None:
         self.capacity = capacity
         self._entries: OrderedDict[tuple, CachedAnswer | Varies] = OrderedDict()
-        # Per transport: a query's bytes after its ID → its answer (the UDP protocol reads ``same_udp``).
+        # Per transport: a query's bytes after its ID → its answer (``plain_udp_hit`` reads ``same_udp``).
         self.same_udp: dict[bytes, CachedAnswer | Varies] = {}
         self._same_bytes: dict[str, dict[bytes, CachedAnswer | Varies]] = {"udp": self.same_udp, "tcp": {}}
         self._last_key: tuple = (None, None, None)
@@ -259,6 +259,24 @@ class AnswerCache:
         self._entries.clear()
         for same in self._same_bytes.values():
             same.clear()
+
+    def plain_udp_hit(self, data: bytes, host: str) -> bytes | None:
+        """The hot path (the UDP protocol calls it first): the answer to these very bytes, ready to send.
+
+        Only an answer that needs nothing but sending (``plain``) and was
+        found valid since its change count last moved; anything else is None,
+        and ``answer`` (through the server's ``cached_answer``) decides.
+        """
+        known = self.same_udp.get(data[2:])
+        if type(known) is Varies:  # one answer per client group (autopath: the client pod's namespace)
+            known = known.pick(host)
+            if known is not None and data[HEADER_SIZE : HEADER_SIZE + len(known.spelling)] != known.spelling:
+                return None  # made for another spelling
+        if type(known) is not CachedAnswer or not known.plain or known.checked_at != known.counter[0]:
+            return None
+        self.hits += 1
+        known.used = True
+        return data[:2] + known.body
 
     def answer(self, data: bytes, proto: str, host: str = "") -> tuple[CachedAnswer, bytes] | None:
         """The cached answer to this query (from ``host``) with its ID, or None."""

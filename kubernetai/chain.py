@@ -75,11 +75,10 @@ class RequestChain(resolve.ResolverChain):
                 if isinstance(failure, outcome.FallthroughNXDomain):
                     d.addErrback(_keep_fallthrough, failure)
                 return self._rest(d, i, q, info)
-            if not isinstance(got, outcome.NotMine):
-                info.trace.answered_by = r
-            elif isinstance(failure, outcome.FallthroughNXDomain):
+            _answered(got, r, info)
+            if isinstance(got, outcome.NotMine) and isinstance(failure, outcome.FallthroughNXDomain):
                 got = failure
-            if not isinstance(got, (DomainError, defer.TimeoutError, NotImplementedError)):
+            if not isinstance(got, _GOES_ON):
                 return got  # sections, or a failure that ends the chain
             failure = got
         return failure
@@ -95,6 +94,9 @@ class RequestChain(resolve.ResolverChain):
         # past _lookup (its own comment wonders why): ANY goes the same way as any type.
         return self._lookup(name, dns.IN, dns.ALL_RECORDS, timeout)
 
+
+# As twisted.names.resolve.FailureHandler: the chain goes on to the next resolver only after these.
+_GOES_ON = (DomainError, defer.TimeoutError, NotImplementedError)
 
 _DIRECT: dict[type, bool] = {}
 
@@ -119,15 +121,15 @@ def _consult(resolver: Any, q: dns.Query, timeout: Any, info: RequestInfo) -> de
 
 
 def _answered(result: object, resolver: Any, info: RequestInfo) -> object:
-    """Note who answered: any result, or a failure other than "not my name"."""
-    if not (isinstance(result, Failure) and result.check(outcome.NotMine)):
+    """Note who answered: any result, or a failure (a Failure or the exception) other than "not my name"."""
+    exc = result.value if isinstance(result, Failure) else result
+    if not isinstance(exc, outcome.NotMine):
         info.trace.answered_by = resolver
     return result
 
 
 def _next(failure: Failure, resolver: Any, q: dns.Query, timeout: Any, info: RequestInfo) -> defer.Deferred:
-    # As twisted.names.resolve.FailureHandler: go on only after these.
-    failure.trap(DomainError, defer.TimeoutError, NotImplementedError)
+    failure.trap(*_GOES_ON)
     d = _consult(resolver, q, timeout, info)
     if failure.check(outcome.FallthroughNXDomain):
         # A later resolver that does not serve the name at all must not hide

@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from kubernetai import outcome, wire
-from kubernetai.answercache import HEADER_SIZE, AnswerCache, CachedAnswer, Varies
+from kubernetai.answercache import AnswerCache, CachedAnswer
 from kubernetai.metrics import QueryMeter
 from kubernetai.metrics import head as metric_head
 from kubernetai.request import QueryEvent, RequestInfo, Trace, rcode_name, request_info
@@ -244,7 +244,7 @@ class KubeDNSServerFactory(DNSServerFactory):
         """
         if self._held is not None:
             return None
-        hit = self.answer_cache.answer(data, proto, address[0] if address else "")
+        hit = self.answer_cache.answer(data, proto, _host(address))
         if hit is None:
             return None
         cached, out = hit
@@ -560,28 +560,17 @@ class DNSDatagramServerProtocol(DatagramProtocol):
 
     def datagramReceived(self, data: bytes, addr: tuple) -> None:
         factory = self.factory
-        # The hot path, inlined: the very bytes asked before, an answer that needs nothing but
-        # sending (``plain``) and was found valid since the stores last changed.  The rest,
-        # cached or not, goes through cached_answer / handle_packet.
-        known = factory.answer_cache.same_udp.get(data[2:])
-        if type(known) is Varies:  # one answer per client group (autopath: the client pod's namespace)
+        # The hot path: the very bytes asked before, an answer that needs nothing but sending and
+        # was found valid since its change count last moved.  The rest, cached or not, goes through
+        # cached_answer / handle_packet.
+        if factory._held is None and self._sendto is not None:
             try:
-                known = known.pick(addr[0])
+                out = factory.answer_cache.plain_udp_hit(data, addr[0])
             except Exception:
-                known = None  # the path below asks again, and logs what fails
-            if known is not None and data[HEADER_SIZE : HEADER_SIZE + len(known.spelling)] != known.spelling:
-                known = None  # made for another spelling: cached_answer decides
-        if (
-            type(known) is CachedAnswer
-            and known.plain
-            and known.checked_at == known.counter[0]
-            and factory._held is None
-            and self._sendto is not None
-        ):
-            factory.answer_cache.hits += 1
-            known.used = True
-            self._send(data[:2] + known.body, addr)
-            return
+                out = None  # the path below asks again, and logs what fails
+            if out is not None:
+                self._send(out, addr)
+                return
         try:
             hit = factory.cached_answer(data, addr, "udp")
         except Exception:
