@@ -459,7 +459,8 @@ def test_endpoint_failover_and_back_to_the_first(clusters):
         (stanza,) = svc.plan.server.startup
         stanza.connection.primary_retry = 1.0
         port = port_of(svc)
-        assert addrs((yield ask(port, "web.default.svc.cluster.local"))) == ["10.96.0.1"]
+        first = yield ask(port, "web.default.svc.cluster.local")
+        assert addrs(first) == ["10.96.0.1"], {k: status()[k] for k in ("synced", "last_error", "resources")}
         assert status()["endpoint"] == clusters.url("b")
         clusters.listeners["a"].factory.down = False  # A is back
         for _ in range(100):  # within ~primary_retry plus a reconnect: bounded wait

@@ -262,12 +262,127 @@ def test_any_connection_that_gives_no_answer_fails_over(kind):
         def header(self):
             return defer.succeed(None)
 
+    asked = []
+
     class Down:
         def get(self, url, **kw):
+            asked.append(url)
             return defer.fail(errors[kind])
 
     conn = Connection("http://127.0.0.1:1", Auth(), None, "test", fallbacks=("http://127.0.0.1:2",))
     api = ApiClient(conn, task.Clock(), http=Down())
     d = api.get("/api/v1/services")
     d.addErrback(lambda f: None)
-    assert conn.url_in_use == "http://127.0.0.1:2"
+    assert [url[:18] for url in asked] == ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+
+
+class _Answer:
+    code = 200
+
+
+def _client(first, fallbacks, clock, http, **kw):
+    """An ApiClient over ``http`` with no credentials, and its connection."""
+    from twisted.internet import defer
+
+    from kubernetai.cluster.kubeapi import ApiClient
+    from kubernetai.cluster.kubeconfig import Connection
+
+    class Auth:
+        def header(self):
+            return defer.succeed(None)
+
+    conn = Connection(first, Auth(), None, "test", fallbacks=fallbacks, **kw)
+    return conn, ApiClient(conn, clock, http=http)
+
+
+def test_refusals_of_an_endpoint_already_left_do_not_move_again():
+    """The watches of a stanza share one connection: three refused by A at once move it to B once, not B-A-B."""
+    from twisted.internet import defer
+    from twisted.internet.error import ConnectionRefusedError
+
+    class Pending:
+        def __init__(self):
+            self.asked = []
+
+        def get(self, url, **kw):
+            d = defer.Deferred()
+            self.asked.append((url, d))
+            return d
+
+    http = Pending()
+    a, b = "http://127.0.0.1:1", "http://127.0.0.1:2"
+    conn, api = _client(a, (b,), task.Clock(), http)
+    for kind in ("services", "endpointslices", "namespaces"):
+        api.get(f"/api/v1/{kind}").addErrback(lambda f: None)
+    assert [url.startswith(a) for url, _ in http.asked] == [True, True, True]
+    for _, d in list(http.asked):
+        d.errback(ConnectionRefusedError())
+    assert conn.url_in_use == b
+    assert [url.startswith(b) for url, _ in http.asked[3:]] == [True, True, True]  # each asked B at once
+    assert conn.serving_url == b  # none answered yet: the one to ask
+
+
+def test_status_shows_the_endpoint_that_answered_while_the_first_is_tried_again():
+    """Trying A again after primary_retry, while it is still down, leaves /status on B, where the data comes from."""
+    from twisted.internet import defer
+    from twisted.internet.error import ConnectionRefusedError
+
+    a, b = "http://127.0.0.1:1", "http://127.0.0.1:2"
+
+    class BOnly:
+        def get(self, url, **kw):
+            return defer.succeed(_Answer()) if url.startswith(b) else defer.fail(ConnectionRefusedError())
+
+    clock = task.Clock()
+    conn, api = _client(a, (b,), clock, BOnly(), primary_retry=1.0)
+    api.get("/api/v1/services").addErrback(lambda f: None)  # A refuses
+    api.get("/api/v1/services")  # B answers
+    assert conn.serving_url == b
+    clock.advance(2)
+    pending = defer.Deferred()
+
+    asked = []
+
+    class Slow:
+        def get(self, url, **kw):
+            asked.append(url[:18])
+            return pending if url.startswith(a) else defer.succeed(_Answer())
+
+    api.http = Slow()
+    got = []
+    api.get("/api/v1/services").addCallback(got.append)
+    assert asked == [a]  # back to the first after primary_retry
+    assert conn.url_in_use == a and conn.serving_url == b
+    pending.errback(ConnectionRefusedError())
+    assert asked == [a, b] and len(got) == 1
+    assert conn.url_in_use == b and conn.serving_url == b
+
+
+def test_a_request_refused_by_the_first_endpoint_goes_to_the_next_at_once():
+    """Not after the watch's backoff: a watch whose retries always fall past primary_retry would else only ever ask A."""
+    from twisted.internet import defer
+    from twisted.internet.error import ConnectionRefusedError
+
+    a, b, c = "http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"
+    asked = []
+
+    class OnlyC:
+        def get(self, url, **kw):
+            asked.append(url[:18])
+            return defer.succeed(_Answer()) if url.startswith(c) else defer.fail(ConnectionRefusedError())
+
+    conn, api = _client(a, (b, c), task.Clock(), OnlyC())
+    got = []
+    api.get("/api/v1/services").addCallback(got.append)
+    assert asked == [a, b, c] and len(got) == 1 and conn.serving_url == c
+
+    class Down:
+        def get(self, url, **kw):
+            asked.append(url[:18])
+            return defer.fail(ConnectionRefusedError())
+
+    asked.clear()
+    api.http = Down()
+    failed = []
+    api.get("/api/v1/services").addErrback(failed.append)
+    assert asked == [c, a, b] and len(failed) == 1  # each endpoint once, then the watch's own backoff

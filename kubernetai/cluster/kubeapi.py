@@ -124,13 +124,17 @@ class ApiClient:
         self.inflight = defer.DeferredSemaphore(self.max_inflight) if self.max_inflight > 0 else None
 
     def url(self, path: str, params: Mapping[str, Any] | None = None) -> str:
+        return self._url(path, params)[1]
+
+    def _url(self, path: str, params: Mapping[str, Any] | None) -> tuple[str, str]:
+        """(the endpoint asked, the whole URL)."""
         base = self.conn.url_for(self.reactor.seconds())
         if self.conn.current and params and "timeoutSeconds" in params:
             # On a fallback endpoint, watches end soon, so the first is tried again.
             limit = max(1, int(self.conn.primary_retry))
             params = {**params, "timeoutSeconds": str(min(int(params["timeoutSeconds"]), limit))}
         query = f"?{urlencode(params)}" if params else ""
-        return f"{base}{path}{query}"
+        return base, f"{base}{path}{query}"
 
     @defer.inlineCallbacks
     def get(self, path: str, params: Mapping[str, Any] | None = None, stream: bool = False) -> Any:
@@ -139,28 +143,38 @@ class ApiClient:
         if self.inflight is not None:
             yield self.inflight.acquire()
         try:
-            for attempt in (1, 2):
+            tried: set[str] = set()
+            reauthorized = False
+            # bounded: each endpoint is left once for not answering, credentials are read again once
+            for _ in range(len(self.conn.endpoints) + 1):
                 headers = {b"Accept": [b"application/json"], b"User-Agent": [USER_AGENT]}
                 auth = yield self.conn.auth.header()
                 if auth:
                     headers[b"Authorization"] = [auth]
+                base, url = self._url(path, params)
+                tried.add(base)
                 try:
-                    resp = yield self.http.get(self.url(path, params), headers=headers, unbuffered=stream)
+                    resp = yield self.http.get(url, headers=headers, unbuffered=stream)
                 except _UNREACHABLE:
                     self.codes["error"] += 1
-                    self.conn.fail_over(self.reactor.seconds())  # refused, unreachable or timed out
+                    self.conn.fail_over(self.reactor.seconds(), base)  # refused, unreachable or timed out
+                    if self.conn.url_in_use not in tried:
+                        continue  # the next endpoint at once, not after this watch's backoff
                     raise
                 except Exception:
                     self.codes["error"] += 1
                     raise
                 self.codes[str(resp.code)] += 1
+                self.conn.answered(base)
                 if resp.code == 200:
                     return resp
                 body = yield _drain(resp)
-                if resp.code == 401 and attempt == 1:
+                if resp.code == 401 and not reauthorized:
+                    reauthorized = True
                     self.conn.auth.invalidate()
                     continue
                 raise ApiError(resp.code, _reason(body), _retry_after(resp))
+            raise RuntimeError("not reached: the last pass of the loop returns or raises")
         finally:
             if self.inflight is not None:
                 self.inflight.release()

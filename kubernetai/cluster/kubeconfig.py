@@ -313,6 +313,7 @@ class Connection:
     primary_retry: float = 30.0
     current: int = 0
     since: float = 0.0  # when we moved away from the first endpoint
+    answered_by: str | None = None  # the endpoint that last answered (where the data comes from)
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -322,9 +323,26 @@ class Connection:
     def url_in_use(self) -> str:
         return self.endpoints[self.current]
 
-    def fail_over(self, now: float) -> None:
-        """The endpoint in use did not answer: use the next one."""
-        if not self.fallbacks:
+    @property
+    def serving_url(self) -> str:
+        """The endpoint our data comes from: the last to answer (the one to ask, before any did).
+
+        Trying the first endpoint again while it is still down does not change it.
+        """
+        return self.answered_by or self.url_in_use
+
+    def answered(self, base: str) -> None:
+        self.answered_by = base
+
+    def fail_over(self, now: float, base: str | None = None) -> None:
+        """The endpoint ``base`` (default: the one in use) did not answer: use the next one.
+
+        The watches of a stanza share this connection: when several were
+        refused by the same endpoint, only the first refusal moves on; the
+        later ones, about an endpoint already left, must not move us again
+        (back onto it, with two endpoints).
+        """
+        if not self.fallbacks or (base is not None and base != self.url_in_use):
             return
         self.current = (self.current + 1) % len(self.endpoints)
         self.since = now

@@ -181,7 +181,7 @@ class KubernetesCluster(KubernetesResolver, MultiService):
             "zones": list(self.opts.zones),
             "source": self.source(),
             **({"manifests": snapshot[0]} if snapshot else {}),
-            **({"endpoint": self.connection.url_in_use} if self.connection is not None else {}),
+            **({"endpoint": self.connection.serving_url} if self.connection is not None else {}),
             "synced": self.store.synced,
             "connected": connected,
             # since when connected (the last watch to connect), or disconnected (the first to drop)
