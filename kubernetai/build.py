@@ -20,7 +20,7 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from kubernetai import version_line
+from kubernetai import startup_gc, version_line
 from kubernetai.chain import chain
 from kubernetai.corefile import CorefileError, Directive, ServerBlock, parse_text, read_corefile
 from kubernetai.directives import order_of, registry
@@ -386,6 +386,8 @@ class KubernetaiService(MultiService):
             log.info("kubernetai: waiting for the first sync of {n} cluster(s)", n=len(stanzas))
             waits = [s.wait_synced(self.reactor) for s in stanzas]
             defer.gatherResults(waits).addCallback(self._release, stanzas)
+        else:
+            startup_gc.restore()  # nothing to sync: start-up is over
 
     def _release(self, synced: list[bool], stanzas: list) -> None:
         for ok, stanza in zip(synced, stanzas, strict=True):
@@ -404,6 +406,7 @@ class KubernetaiService(MultiService):
             # +37% and +99% in two interleaved runs).  Refcounting still frees what is replaced;
             # only garbage cycles among it would stay.  twistd sets it; embedding programs decide.
             gc.freeze()
+        startup_gc.restore()  # the collector's usual pace from now on
 
     def addresses(self) -> list[tuple[str, int]]:
         """The (address, port) pairs actually listened on."""

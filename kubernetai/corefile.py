@@ -215,13 +215,20 @@ class _Parser:
         self.file = file
         self.cursor = -1
         self.is_directive = is_directive
-        self.names = tuple(names)  # the directives we have, for "did you mean"
+        # The directives we have, for "did you mean": listed only then (listing the
+        # installed ones reads every distribution's metadata, ~20 ms of start-up).
+        self.names = names
         self.unknown: list[CorefileError] = []
         self.environ = environ
         self.snippets: dict[str, list[Token]] = {}
         self.snippet_expansions = 0
         self.file_expansions = 0
         self.expansions = 0
+
+    def _names(self) -> tuple[str, ...]:
+        if not isinstance(self.names, tuple):
+            self.names = tuple(self.names)
+        return self.names
 
     # -- cursor helpers
     def next(self) -> bool:
@@ -366,7 +373,7 @@ class _Parser:
         if not self.is_directive(name_tok.text):
             # Reported with every other unknown one once the whole file is read.
             self.unknown.append(
-                CorefileError(name_tok.file, name_tok.line, unknown_directive(name_tok.text, self.names))
+                CorefileError(name_tok.file, name_tok.line, unknown_directive(name_tok.text, self._names()))
             )
         collected = [name_tok]
         nesting = 0

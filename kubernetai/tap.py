@@ -5,13 +5,17 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from twisted.application.service import IService
-from twisted.python import usage
+from kubernetai import startup_gc
 
-from kubernetai import version_line, wire
-from kubernetai.build import KubernetaiService, load
-from kubernetai.corefile import CorefileError
-from kubernetai.reload import Reloader, checksum
+startup_gc.relax()  # before the imports below: what start-up makes lives as long as the process
+
+from twisted.application.service import IService  # noqa: E402
+from twisted.python import usage  # noqa: E402
+
+from kubernetai import version_line, wire  # noqa: E402
+from kubernetai.build import KubernetaiService, load  # noqa: E402
+from kubernetai.corefile import CorefileError  # noqa: E402
+from kubernetai.reload import Reloader, checksum  # noqa: E402
 
 MAX_WORKERS = 64
 

@@ -13,11 +13,15 @@ import socket
 import sys
 from typing import Any
 
-from twisted.internet import defer, task
-from twisted.logger import FileLogObserver, LogLevel, formatEvent, globalLogBeginner
+from kubernetai import startup_gc
 
-from kubernetai.cluster.replica import apply_ops
-from kubernetai.workers import METER_EVERY, Channel, adopt_channel
+startup_gc.relax()  # as twistd kubernetai does (tap.py)
+
+from twisted.internet import defer, task  # noqa: E402
+from twisted.logger import FileLogObserver, LogLevel, formatEvent, globalLogBeginner  # noqa: E402
+
+from kubernetai.cluster.replica import apply_ops  # noqa: E402
+from kubernetai.workers import METER_EVERY, Channel, adopt_channel  # noqa: E402
 
 
 def _line(event: dict) -> str:

@@ -12,7 +12,6 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kubernetai.cluster.kubeconfig import ConfigError, connection_for
 from kubernetai.cluster.options import KubernetesOptions, parse_options
 from kubernetai.cluster.stanza import KubernetesCluster
 from kubernetai.corefile import CorefileError, parse_text, tokenize
@@ -108,6 +107,8 @@ def connect(
     if manifests:
         connection["manifests"] = [manifests] if isinstance(manifests, str) else list(manifests)
     text = stanza_text(zone_names, {**connection, **properties}, options)
+    from kubernetai.cluster.kubeconfig import ConfigError, connection_for  # only for API stanzas: plugins/kubernetai.py
+
     try:
         _check_braces(options)
         (block,) = parse_text(text, "<connect>", lambda name: name == "kubernetai", {})

@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import attrs
-import yaml
 from twisted.internet import defer, utils
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import (
@@ -424,6 +423,7 @@ def _file_stamp(path: str) -> tuple:
 
 
 def _from_kubeconfig(path: str, context: str, reactor: Any, reloading: bool = True) -> Connection:
+    import yaml
     from kubernetes.config.config_exception import ConfigException
     from kubernetes.config.kube_config import KubeConfigLoader, KubeConfigMerger
 

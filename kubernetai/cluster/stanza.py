@@ -14,13 +14,13 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from kubernetai.cluster import kinds
-from kubernetai.cluster.kubeconfig import Connection
 from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.resolver import KubernetesResolver
 from kubernetai.cluster.store import ClusterStore
 from kubernetai.metrics import Histogram, histogram_in
 
 if TYPE_CHECKING:
+    from kubernetai.cluster.kubeconfig import Connection
     from kubernetai.cluster.watch import ResourceSpec, Watcher
 
 __all__ = ["resource_specs", "KubernetesCluster"]

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 import attrs
 from twisted.logger import Logger
 
-from kubernetai.cluster.kubeconfig import ConfigError, connection_for
 from kubernetai.cluster.options import KubernetesOptions, parse_options
 from kubernetai.cluster.stanza import KubernetesCluster
 from kubernetai.corefile import Directive
@@ -36,6 +35,10 @@ def setup(d: Directive, ctx: SetupContext) -> KubernetesCluster:
     elif opts.manifests:
         stanza = KubernetesCluster.from_manifests(opts, ctx.reactor, local_ips)
     else:
+        # Here, not at the top: TLS, credentials and kubeconfig support are ~5 ms of a
+        # start-up that a manifests-only server need not pay.
+        from kubernetai.cluster.kubeconfig import ConfigError, connection_for
+
         try:
             conn = connection_for(opts, ctx.reactor)
         except ConfigError as e:
