@@ -1,9 +1,12 @@
-"""Uncached answers, in process (issue 15): bench/uncached.py [SERVICES] [SECONDS] [--profile] [--against TREE].
+"""Uncached answers, in process (issue 15): bench/uncached.py [SERVICES] [SECONDS] [--profile|--floor] [--against TREE].
 
 The same cluster and query mix as bench/churn.py (A and SRV of Services,
 NXDOMAIN, NODATA), each query answered with the answer cache emptied first:
 the cost of a first query of a name, or of the first after a change.  No
 sockets: the server's own work.  ``--profile`` prints where the time goes.
+``--floor`` answers every query with one constant record instead of asking
+the store: what the server itself costs per uncached answer (parsing, the
+request, encoding, the cache miss and entry), whatever the resolvers do.
 
 ``--against TREE`` (another checkout of kubernetai, e.g. a ``git worktree`` of
 an older commit) runs this bench from both trees, interleaved, five rounds
@@ -27,9 +30,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from churn import build, query_mix  # noqa: E402
 
 
-def run(n: int, seconds: float) -> float:
-    _, _, f = build(n)
+def run(n: int, seconds: float, floor: bool = False) -> float:
+    _, stanza, f = build(n)
     qs = query_mix(n, random.Random(1))
+    if floor:
+        constant_answers(f, stanza)
     cache = f.answer_cache
     done = 0
     start = time.perf_counter()
@@ -40,6 +45,25 @@ def run(n: int, seconds: float) -> float:
         qs = qs[500:] + qs[:500]
         done += 500
     return done / (time.perf_counter() - start)
+
+
+def constant_answers(f, stanza) -> None:
+    """``--floor``: the chain answers every query with one A record, made once, without asking the store.
+
+    What is left is the server's own share of an uncached answer: the cache
+    miss, parsing, the request, encoding and the cache entry.
+    """
+    from twisted.names import dns
+
+    record = dns.RRHeader(b"floor.cluster.local", dns.A, dns.IN, 5, dns.Record_A("10.0.0.1", 5), auth=True)
+    fixed: tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]] = ([record], [], [])
+
+    def answer_now(query, info):
+        info.trace.consulted(stanza)  # cacheable, as the stanza's own answers
+        return fixed
+
+    for block in f.blocks:
+        block.resolver.answer_now = answer_now
 
 
 def against(tree: str, n: int, seconds: float, rounds: int = 5) -> None:
@@ -83,6 +107,10 @@ def main() -> None:
         profile = cProfile.Profile()
         profile.runcall(run, n, seconds)
         pstats.Stats(profile).sort_stats("tottime").print_stats(35)
+        return
+    if "--floor" in sys.argv:
+        rate = run(n, seconds, floor=True)
+        print(f"uncached answers, the server's share alone (--floor): {rate:,.0f}/s ({1e6 / rate:.0f} us each)")
         return
     rate = run(n, seconds)
     print(f"uncached answers, in process: {rate:,.0f}/s ({1e6 / rate:.0f} us each)")

@@ -160,10 +160,20 @@ class CachedAnswer:
     _store_only: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._store_only = all(getattr(fn, "store_only", False) for fn, _ in self.versions)
-        counters = {id(fn.counter): fn.counter for fn, _ in self.versions} if self._store_only else {}
-        # One bucket if every version watches the same one; every store's count if they differ.
-        self.counter = next(iter(counters.values())) if len(counters) == 1 else STORE_CHANGES
+        # One bucket if every version is store-derived and watches the same one; every store's
+        # count if they differ (a loop: this runs for every answer made).
+        counter: list[int] | None = None
+        store_only = True
+        for fn, _ in self.versions:
+            if not getattr(fn, "store_only", False):
+                store_only, counter = False, None
+                break
+            if counter is None:
+                counter = fn.counter
+            elif counter is not fn.counter:
+                counter = STORE_CHANGES
+        self._store_only = store_only
+        self.counter = STORE_CHANGES if counter is None else counter
 
     @property
     def portable(self) -> bool:
@@ -346,9 +356,17 @@ class AnswerCache:
         versions: Sequence[tuple[Callable[[], object], object]],
         zone_labels: int,
         block: Any,
-        **about: Any,
+        *,
+        vary: tuple[Callable[[str], object], object] | None = None,
+        failure: Any = None,
+        qtype: int = 0,
+        lname: str = "",
+        rotation_run: Any = None,
+        metric_head: Any = None,
+        metric_sums: Any = None,
+        plain: bool = False,
     ) -> None:
-        """Keep ``out``, the answer to ``data`` made from exactly ``versions``."""
+        """Keep ``out``, the answer to ``data`` made from exactly ``versions`` (the rest: ``CachedAnswer``'s)."""
         same = self._same_bytes.get(proto)
         last_data, last_proto, key = self._last_key
         if last_data is not data or last_proto != proto:
@@ -359,19 +377,24 @@ class AnswerCache:
         if out[HEADER_SIZE : HEADER_SIZE + len(spelling)] != spelling:
             return  # not an answer echoing this question (never expected)
         slot = (proto, key)
-        vary = about.pop("vary", None)
         b3, b4 = out[2], out[3]
         entry = CachedAnswer(
-            body=out[2:],
-            spelling=spelling,
-            zone_labels=zone_labels,
-            versions=tuple(versions),
-            block=block,
-            rcode=b4 & 0xF,
-            aa=bool(b3 & 0x04),
-            truncated=bool(b3 & 0x02),
-            ancount=int.from_bytes(out[6:8], "big"),
-            **about,
+            out[2:],
+            spelling,
+            zone_labels,
+            tuple(versions),
+            block,
+            b4 & 0xF,
+            bool(b3 & 0x04),
+            bool(b3 & 0x02),
+            (out[6] << 8) | out[7],
+            failure,
+            qtype,
+            lname,
+            rotation_run,
+            metric_head,
+            metric_sums,
+            plain,
         )
         if not entry.valid():
             return  # what it was made from changed while it was made: the next query makes it afresh

@@ -10,9 +10,8 @@ with ``NotMine`` (so Twisted's chain goes on) and hands the rest, as a
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, NamedTuple
 
-import attrs
 from twisted.internet import defer
 from twisted.names import common
 
@@ -27,9 +26,11 @@ def decode(name: bytes) -> str:
     return name.decode("ascii", "replace") + "." if name else "."
 
 
-@attrs.frozen(slots=True)
-class Question:
-    """A name under a zone: ``name``/``zone`` as asked, ``lname``/``lzone`` lower-cased."""
+class Question(NamedTuple):
+    """A name under a zone: ``name``/``zone`` as asked, ``lname``/``lzone`` lower-cased.
+
+    A tuple: one is made for every answer not cached (an attrs frozen class cost twice as much).
+    """
 
     name: str
     zone: str

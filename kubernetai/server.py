@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import attrs
 from twisted.internet import defer
@@ -67,8 +67,9 @@ class Block:
         return frozenset({dns.IN}).union(*(getattr(r, "query_classes", ()) for r in resolvers))
 
 
-@attrs.frozen
-class _Answer:
+class _Answer(NamedTuple):
+    """An answer's rcode and sections (a tuple: one is made for every answer not cached)."""
+
     rcode: int
     aa: bool = False
     answers: Sequence[dns.RRHeader] = ()
@@ -79,14 +80,11 @@ class _Answer:
 
 def _classify(result: object) -> _Answer:
     """Turn a chain's result or failure (a Failure, or the exception itself) into an rcode and sections."""
-    if isinstance(result, Failure):
-        exc = result.value
-    elif isinstance(result, BaseException):
-        exc = result  # answer_now's outcomes come bare: a Failure only where one is kept (below)
-    else:
+    if type(result) is tuple or not isinstance(result, (Failure, BaseException)):
         answers, authority, additional = cast(tuple[Sequence[dns.RRHeader], ...], result)
-        aa = any(rr.auth for rr in answers) or (not answers and any(rr.auth for rr in authority))
-        return _Answer(dns.OK, aa, answers, authority, additional)
+        return _Answer(dns.OK, _authoritative(answers, authority), answers, authority, additional)
+    # answer_now's outcomes come bare: a Failure only where one is kept (below)
+    exc = result.value if isinstance(result, Failure) else result
     if isinstance(exc, outcome.Reply):
         why = Failure(outcome.ServerFailure(exc.reason)) if exc.reason else None
         return _Answer(exc.rcode, exc.authoritative, exc.answers, exc.authority, exc.additional, why)
@@ -101,6 +99,19 @@ def _classify(result: object) -> _Answer:
     if isinstance(exc, NotImplementedError):
         return _Answer(dns.ENOTIMP, failure=failure)
     return _Answer(dns.ESERVER, failure=failure)
+
+
+def _authoritative(answers: Sequence[dns.RRHeader], authority: Sequence[dns.RRHeader]) -> bool:
+    """AA: any answer record is authoritative, or with no answers, any authority record (loops: no generators)."""
+    for rr in answers:
+        if rr.auth:
+            return True
+    if answers:
+        return False
+    for rr in authority:
+        if rr.auth:
+            return True
+    return False
 
 
 class _AclMarker:
@@ -392,7 +403,12 @@ class KubeDNSServerFactory(DNSServerFactory):
             and trace.versions
             and req.question.type not in (dns.AXFR, dns.IXFR)
         ):
-            slots = self._metric_slots(block, zone, proto, req, out, trace)
+            # What a cached answer of a metered block keeps to be counted cheaply on each hit.
+            head = sums = None
+            if block.metered and self.meter is not None:
+                head = _head(zone, proto, req, out[3] & 0xF, len(out), trace)
+                sums = self.meter.sums_for(head)
+            run = address_run(out) if block.rotate else None
             self.answer_cache.remember(
                 data,
                 proto,
@@ -404,18 +420,12 @@ class KubeDNSServerFactory(DNSServerFactory):
                 vary=trace.vary,
                 qtype=req.question.type,
                 lname=lname,
-                rotation_run=(run := address_run(out) if block.rotate else None),
-                plain=block.gate is None and run is None and not block.observers and not slots,
-                **slots,
+                rotation_run=run,
+                metric_head=head,
+                metric_sums=sums,
+                plain=block.gate is None and run is None and not block.observers and head is None,
             )
         return out
-
-    def _metric_slots(self, block: Block, zone: str, proto: str, req: wire.Request, out: bytes, trace: Trace) -> dict:
-        """What a cached answer of a metered block keeps to be counted cheaply on each hit."""
-        if not block.metered or self.meter is None:
-            return {}
-        h = _head(zone, proto, req, out[3] & 0xF, len(out), trace)
-        return {"metric_head": h, "metric_sums": self.meter.sums_for(h)}
 
     def _encode(self, req: wire.Request, ans: _Answer, proto: str, ra: bool) -> tuple[bytes, bool]:
         limit = req.udp_limit() if proto == "udp" else 65535
@@ -442,7 +452,7 @@ class KubeDNSServerFactory(DNSServerFactory):
             ans = _classify(result)
             trace.failure = ans.failure
             if block.rotate and len(ans.answers) > 1:
-                ans = attrs.evolve(ans, answers=rotate_records(ans.answers, block.next_rotation()))
+                ans = ans._replace(answers=rotate_records(ans.answers, block.next_rotation()))
             if proto == "tcp" and ans.rcode == dns.OK and req.question.type in (dns.AXFR, dns.IXFR):
                 return self._transfer_messages(req, ans, block, address, start)
             out, truncated = self._encode(req, ans, proto, block.recursive)

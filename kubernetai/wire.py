@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from io import BytesIO
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import attrs
 from twisted.names import dns
@@ -41,9 +41,8 @@ def udp_limit_of(edns_payload: int) -> int:
     return max(512, min(edns_payload, MAX_UDP_PAYLOAD))
 
 
-@attrs.frozen
-class Request:
-    """A decoded query: just what answering and logging need."""
+class Request(NamedTuple):
+    """A decoded query: just what answering and logging need (a tuple: one is made per query answered)."""
 
     id: int
     opcode: int
@@ -304,36 +303,18 @@ _SRV_FIXED = struct.Struct("!HHH")
 _SOA_FIXED = struct.Struct("!LlllL")
 
 
-_PARTS: dict[bytes, tuple[tuple[bytes, bytes], ...]] = {}
-MAX_PARTS = 1024  # names whose split is kept (emptied when full: a few hundred kB at most)
-
-
-def _parts(name: bytes) -> tuple[tuple[bytes, bytes], ...]:
-    """(suffix, its first label as written) for each suffix of ``name``, as Twisted's encode walks it."""
-    found = _PARTS.get(name)
-    if found is None:
-        parts = []
-        rest = name
-        while rest:
-            ind = rest.find(b".")
-            if ind > 0:
-                label, after = rest[:ind], rest[ind + 1 :]
-            else:
-                label, after, ind = rest, b"", len(rest)
-            parts.append((rest, bytes((ind & 0xFF,)) + label))
-            rest = after
-        if len(_PARTS) >= MAX_PARTS:
-            _PARTS.clear()
-        found = _PARTS[name] = tuple(parts)
-    return found
-
-
 def _write_name(buf: bytearray, name: bytes, comp: dict | None) -> None:
     """Twisted's ``Name.encode``: suffixes seen before become pointers, new ones are remembered.
 
-    Only where a 14-bit pointer can reach (``MAX_POINTER``)."""
-    for suffix, written in _parts(name):
+    Only where a 14-bit pointer can reach (``MAX_POINTER``).  Labels are cut
+    as Twisted cuts them: at each dot, except that a rest starting with a dot
+    (an empty label) is written whole as one label.
+    """
+    start = 0
+    n = len(name)
+    while start < n:
         if comp is not None:
+            suffix = name[start:] if start else name
             at = comp.get(suffix)
             if at is not None:
                 buf += (0xC000 | at).to_bytes(2, "big")
@@ -341,7 +322,12 @@ def _write_name(buf: bytearray, name: bytes, comp: dict | None) -> None:
             at = len(buf) + HEADER.size
             if at <= MAX_POINTER:
                 comp[suffix] = at
-        buf += written
+        dot = name.find(b".", start)
+        if dot <= start:  # the last label, or a rest starting with a dot: written whole
+            dot = n
+        buf.append((dot - start) & 0xFF)
+        buf += name[start:dot]
+        start = dot + 1
     buf.append(0)
 
 

@@ -21,6 +21,9 @@ from kubernetai import wire
 
 LABELS = ["a", "B", "web", "Web", "ns", "svc", "cluster", "local", "_http", "_tcp", "x-1", "9"]
 names = st.lists(st.sampled_from(LABELS), min_size=0, max_size=6).map(lambda labels: ".".join(labels).encode())
+# Names as records may carry them: empty labels too (a leading dot, "a..b", a final dot), which
+# Twisted writes its own way (a rest starting with a dot is one label).
+odd_names = st.lists(st.sampled_from([*LABELS, ""]), min_size=0, max_size=6).map(lambda ls: ".".join(ls).encode())
 
 
 def _fields(req):
@@ -159,7 +162,7 @@ def _reference_encode(*, id, question, answers, authority, additional, edns, max
 
 @st.composite
 def records(draw):
-    owner = draw(names)
+    owner = draw(odd_names)
     ttl = draw(st.integers(0, 3600))
     kind = draw(st.sampled_from(["A", "AAAA", "CNAME", "PTR", "NS", "SRV", "SOA", "TXT", "MX"]))
     if kind == "A":
@@ -167,7 +170,7 @@ def records(draw):
     elif kind == "AAAA":
         payload, t = tdns.Record_AAAA(draw(st.sampled_from(["2001:db8::1", "fd00::7"])), ttl), tdns.AAAA
     elif kind == "CNAME":
-        payload, t = tdns.Record_CNAME(draw(names), ttl), tdns.CNAME
+        payload, t = tdns.Record_CNAME(draw(odd_names), ttl), tdns.CNAME
     elif kind == "PTR":
         payload, t = tdns.Record_PTR(draw(names), ttl), tdns.PTR
     elif kind == "NS":
@@ -191,7 +194,7 @@ def records(draw):
 
 @settings(max_examples=500)
 @given(
-    names,
+    odd_names,
     st.lists(records(), max_size=12),
     st.lists(records(), max_size=3),
     st.lists(records(), max_size=12),

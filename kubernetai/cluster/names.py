@@ -15,7 +15,7 @@ caller for the answer's owner names.
 
 from __future__ import annotations
 
-import attrs
+from typing import NamedTuple
 
 __all__ = ["RecordRequest", "InvalidRequest", "parse_request", "strip_zone", "strip_underscore"]
 
@@ -24,8 +24,9 @@ class InvalidRequest(ValueError):
     """Not a name of the Kubernetes DNS schema: the answer is NXDOMAIN."""
 
 
-@attrs.frozen
-class RecordRequest:
+class RecordRequest(NamedTuple):
+    """The labels of a schema name (a tuple: one is made for every answer not cached)."""
+
     pod_or_svc: str = ""  # "svc", "pod" or "" for the apex, bare svc/pod
     namespace: str = ""
     service: str = ""
@@ -64,16 +65,14 @@ def parse_request(qname: str, zone: str, multicluster: bool = False, zonal: bool
     kind = segs[last]
     if kind not in ("svc", "pod"):
         raise InvalidRequest(f"{qname}: neither svc nor pod")
-    fields: dict[str, str] = {"pod_or_svc": kind}
-    names = ("namespace", "service")
-    for field in names:
-        last -= 1
-        if last < 0:
-            return RecordRequest(**fields)
-        fields[field] = segs[last]
-    last -= 1
-    if last < 0:
-        return RecordRequest(**fields)
+    if last < 1:
+        return RecordRequest(kind)
+    if last < 2:
+        return RecordRequest(kind, segs[last - 1])
+    if last < 3:  # service.namespace.kind: the common name, made without the fields dict below
+        return RecordRequest(kind, segs[1], segs[0])
+    fields: dict[str, str] = {"pod_or_svc": kind, "namespace": segs[last - 1], "service": segs[last - 2]}
+    last -= 3
     left = segs[: last + 1]
     if len(left) == 1:
         fields["endpoint"] = left[0]

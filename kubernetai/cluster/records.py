@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import NamedTuple
 
-import attrs
 from twisted.names import dns
 
 from kubernetai.cluster.lookup import Hit, NoSuchName, View, reverse_address
@@ -37,9 +37,8 @@ def max_records(message_size: int) -> int:
     return message_size // MIN_RECORD_SIZE + 1
 
 
-@attrs.frozen
-class Answer:
-    """What the stanza says: records, or NXDOMAIN (``name_error``), or REFUSED."""
+class Answer(NamedTuple):
+    """What the stanza says: records, or NXDOMAIN (``name_error``), or REFUSED (a tuple: cheap to make)."""
 
     answers: tuple[dns.RRHeader, ...] = ()
     additional: tuple[dns.RRHeader, ...] = ()
