@@ -34,6 +34,9 @@ __all__ = [
 MAX_CHASE_DEPTH = 8
 
 
+_LABELS: dict[str, int] = {}  # a zone's number of labels, by zone
+
+
 @attrs.define
 class Trace:
     """Which resolvers a query consulted, to decide whether its answer may be cached.
@@ -58,7 +61,11 @@ class Trace:
     vary: Any = None
 
     def answered_in(self, lzone: str) -> None:
-        labels = len([label for label in lzone.split(".") if label])
+        labels = _LABELS.get(lzone)
+        if labels is None:
+            labels = len([label for label in lzone.split(".") if label])
+            if len(_LABELS) < 1024:  # zones are configured: a few
+                _LABELS[lzone] = labels
         self.zone_labels = labels if self.zone_labels is None else min(self.zone_labels, labels)
 
     def consulted(self, resolver: object) -> None:
@@ -69,9 +76,13 @@ class Trace:
             self.versions.append((version, version()))
 
 
-@attrs.frozen
+@attrs.define(eq=False)
 class RequestInfo:
-    """Who asked and how, for plugins that answer by it (whoami, transfer, autopath)."""
+    """Who asked and how, for plugins that answer by it (whoami, transfer, autopath).
+
+    Read-only by convention (``chased`` makes another); not attrs-frozen,
+    which made it the dearest object of an uncached answer to create.
+    """
 
     host: str = ""
     port: int = 0

@@ -443,6 +443,7 @@ class KubeDNSServerFactory(DNSServerFactory):
             edns=req.has_edns,
             dnssec_ok=req.dnssec_ok,
             max_size=limit,
+            name_wire=req.name_wire,
         )
 
     def _respond(

@@ -229,3 +229,23 @@ def test_a_long_tcp_answer_never_points_past_a_14_bit_offset():
     out, truncated = wire.encode_response(id=1, question=tdns.Query(b"example", tdns.A), answers=many)
     assert not truncated and len(out) > 0x4000
     assert len(dns.message.from_wire(out).answer) == 2000
+
+
+@settings(max_examples=400)
+@given(
+    st.lists(st.binary(min_size=1, max_size=63), max_size=6).filter(lambda ls: sum(len(x) + 1 for x in ls) < 250),
+    st.lists(records(), max_size=6),
+)
+def test_the_question_copied_from_the_query_is_what_writing_it_gives(labels, an):
+    """Any label octets, dots among them: the answer copies the query's name only where writing it gives the same."""
+    data = struct.pack("!HHHHHH", 7, 0, 1, 0, 0, 0) + b"".join(bytes((len(x),)) + x for x in labels) + b"\x00"
+    req = wire.parse_request(data + struct.pack("!HH", tdns.A, tdns.IN))
+    assert isinstance(req, wire.Request)
+    assert req.name_wire in (b"", data[12:])
+    assert bool(req.name_wire) == (bool(labels) and not any(b"." in x for x in labels))
+    name = req.question.name.name
+    # Records named by each suffix of the question's name (pointers into it), then others.
+    suffixes = [name[i + 1 :] for i in range(len(name)) if name[i : i + 1] == b"."] + [name, b"x." + name]
+    an = [tdns.RRHeader(s, tdns.A, tdns.IN, 5, tdns.Record_A("10.0.0.1", 5)) for s in suffixes] + an
+    copied = wire.encode_response(id=7, question=req.question, answers=an, name_wire=req.name_wire)
+    assert copied == wire.encode_response(id=7, question=req.question, answers=an)

@@ -134,11 +134,13 @@ class KubernetesResolver(ZoneResolver):
             return
         if r.pod_or_svc != "svc" or not r.namespace or self.view.is_multicluster(q.lzone):
             return
-        if any(rr.type == dns.CNAME for rr in ans.answers):
-            return
+        for rr in ans.answers:
+            if rr.type == dns.CNAME:
+                return
         versions = info.trace.versions
+        mine = self.cache_version
         for i, (fn, _) in enumerate(versions):
-            if fn == self.cache_version:
+            if fn == mine:
                 fine = self.store.fine_version(r.namespace, r.service)
                 versions[i] = (fine, fine())
                 return

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from kubernetai.changes import bucket, changed, changed_all, changed_key, store_derived
+from kubernetai.changes import bucket, changed, changed_all, changed_key
 from kubernetai.cluster.kinds import KINDS
 from kubernetai.cluster.objects import EndpointSlice, Namespace, Pod, Service, ServiceImport
 
@@ -62,6 +62,27 @@ INDEXES: tuple[Index, ...] = (
     Index("services_by_external", "Service", lambda svc: svc.external, lambda svc: svc.key),
 )
 _INDEXES_OF: dict[str, tuple[Index, ...]] = {kind: tuple(i for i in INDEXES if i.kind == kind) for kind in KINDS}
+
+
+class FineVersion:
+    """``ClusterStore.fine_version``: a store-derived cache version (``changes.store_derived``) for one Service.
+
+    A slotted callable rather than a marked closure: one is made for every
+    answer about a Service that is not cached, and setting attributes on a
+    fresh function costs it a ``__dict__``.
+    """
+
+    __slots__ = ("_store", "_namespace", "_key", "counter")
+    store_only = True
+
+    def __init__(self, store: ClusterStore, namespace: str, key: tuple[str, str]) -> None:
+        self._store, self._namespace, self._key = store, namespace, key
+        self.counter = bucket(key)
+
+    def __call__(self) -> int:
+        # A sum of counters that only grow: it changes whenever one of them does.
+        s = self._store
+        return s.sync_epoch + s.namespace_generation.get(self._namespace, 0) + s.service_generation.get(self._key, 0)
 
 
 @attrs.define(eq=False)
@@ -239,14 +260,7 @@ class ClusterStore:
 
     def fine_version(self, namespace: str, service: str) -> Callable[[], int]:
         """What an answer about one Service (or, with ``service`` empty, one Namespace) depends on."""
-        key = (namespace, service)
-        services, namespaces = self.service_generation, self.namespace_generation
-
-        def version() -> int:
-            # A sum of counters that only grow: it changes whenever one of them does.
-            return self.sync_epoch + namespaces.get(namespace, 0) + services.get(key, 0)
-
-        return store_derived(version, bucket(key))
+        return FineVersion(self, namespace, (namespace, service))
 
     # A bucket is the one object a key has (the common case: an IP names one slice) or, from the
     # second on, a dict {slot: object}.  A dict and a tuple per key cost ~180 bytes: 100,000
