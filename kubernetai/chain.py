@@ -70,7 +70,7 @@ class RequestChain(resolve.ResolverChain):
             info.trace.consulted(r)
             asked = Question.under(text, r.zones)
             got = outcome.NotMine(name) if asked is None else r.decide(asked, name, qtype, info)
-            if isinstance(got, defer.Deferred):  # a CNAME chase through the chain: asynchronous
+            if type(got) is not tuple and isinstance(got, defer.Deferred):  # a CNAME chase: asynchronous
                 d = got.addBoth(_answered, r, info)
                 if isinstance(failure, outcome.FallthroughNXDomain):
                     d.addErrback(_keep_fallthrough, failure)

@@ -337,7 +337,8 @@ class KubeDNSServerFactory(DNSServerFactory):
                     # made and sent in this call (an uncached answer's Deferred plumbing was a
                     # fifth of its cost).
                     now = answer_now(query, info)
-                    if not isinstance(now, defer.Deferred):
+                    # (Deferred is an ABC's subclass: isinstance on it is dear; sections are a tuple)
+                    if type(now) is tuple or not isinstance(now, defer.Deferred):
                         return defer.succeed(
                             self._finish(now, data, req, block, zone, qname, address, proto, start, info)
                         )
