@@ -6,7 +6,8 @@
 # cores shared with dnsperf), churn and uncached (in process), metrics cost (in process), start-up
 # to the first answer.  Loopback only; bounded in time.
 # BASE=DIR (a checkout of an older commit, e.g. `git worktree add /tmp/base REV`) also runs the
-# uncached bench from it, interleaved; start-up is timed beside Twisted's own floor.
+# uncached bench from it, interleaved; start-up is timed beside Twisted's own floor, uncached answers
+# beside the server's own share of them (uncached.py --floor).
 # Then the Go kubernetai against us on the same API server (bench/go_ratio.py; skipped when
 # ../shared/seed/build.sh has not built it), memory from the API and from manifests.
 set -euo pipefail
@@ -49,6 +50,7 @@ if [ -n "${BASE:-}" ]; then  # BASE=a checkout of an older commit: uncached befo
 else
   .venv/bin/python bench/uncached.py "$N" 4
 fi
+.venv/bin/python bench/uncached.py "$N" 3 --floor  # the server's own share: what no resolver change can remove
 .venv/bin/python bench/churn.py "$N" 4 5
 .venv/bin/python bench/metrics_cost.py
 .venv/bin/python bench/startup.py 5 --floor
