@@ -378,7 +378,7 @@ class AnswerCache:
             return  # not an answer echoing this question (never expected)
         slot = (proto, key)
         b3, b4 = out[2], out[3]
-        entry = CachedAnswer(
+        entry = CachedAnswer(  # positional, in the order of its fields: made for every answer not cached
             out[2:],
             spelling,
             zone_labels,
