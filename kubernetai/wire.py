@@ -4,7 +4,9 @@ Twisted's ``dns.Message`` decodes leniently (a short packet silently yields
 fewer records) and truncates answers in the middle of a record.  A server
 needs the opposite: decide FORMERR/drop for bad input, and cut responses at a
 record boundary with TC set.  Records themselves are still Twisted's
-``RRHeader``/``Record_*`` objects, encoded by Twisted.
+``RRHeader``/``Record_*`` objects; the kinds we answer with are written by our
+own writer, byte for byte what Twisted's ``encode`` gives (tests/test_wire.py),
+any other kind by Twisted.
 """
 
 from __future__ import annotations
