@@ -8,6 +8,7 @@ configuration before it starts anything.
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
@@ -215,9 +216,7 @@ class _Parser:
         self.file = file
         self.cursor = -1
         self.is_directive = is_directive
-        # The directives we have, for "did you mean": listed only then (listing the
-        # installed ones reads every distribution's metadata, ~20 ms of start-up).
-        self.names = names
+        self._given_names = names
         self.unknown: list[CorefileError] = []
         self.environ = environ
         self.snippets: dict[str, list[Token]] = {}
@@ -225,10 +224,11 @@ class _Parser:
         self.file_expansions = 0
         self.expansions = 0
 
-    def _names(self) -> tuple[str, ...]:
-        if not isinstance(self.names, tuple):
-            self.names = tuple(self.names)
-        return self.names
+    @functools.cached_property
+    def names(self) -> tuple[str, ...]:
+        """The directives we have, for "did you mean": listed only then (listing the
+        installed ones reads every distribution's metadata, ~20 ms of start-up)."""
+        return tuple(self._given_names)
 
     # -- cursor helpers
     def next(self) -> bool:
@@ -373,7 +373,7 @@ class _Parser:
         if not self.is_directive(name_tok.text):
             # Reported with every other unknown one once the whole file is read.
             self.unknown.append(
-                CorefileError(name_tok.file, name_tok.line, unknown_directive(name_tok.text, self._names()))
+                CorefileError(name_tok.file, name_tok.line, unknown_directive(name_tok.text, self.names))
             )
         collected = [name_tok]
         nesting = 0

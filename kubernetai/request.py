@@ -34,9 +34,6 @@ __all__ = [
 MAX_CHASE_DEPTH = 8
 
 
-_LABELS: dict[str, int] = {}  # a zone's number of labels, by zone
-
-
 @attrs.define
 class Trace:
     """Which resolvers a query consulted, to decide whether its answer may be cached.
@@ -61,11 +58,8 @@ class Trace:
     vary: Any = None
 
     def answered_in(self, lzone: str) -> None:
-        labels = _LABELS.get(lzone)
-        if labels is None:
-            labels = len([label for label in lzone.split(".") if label])
-            if len(_LABELS) < 1024:  # zones are configured: a few
-                _LABELS[lzone] = labels
+        """A stanza answered in ``lzone``, one of its zones as matched (lower-cased, fully qualified)."""
+        labels = lzone.count(".") if lzone != "." else 0  # a zone's labels: one per final dot
         self.zone_labels = labels if self.zone_labels is None else min(self.zone_labels, labels)
 
     def consulted(self, resolver: object) -> None:

@@ -123,11 +123,8 @@ class ApiClient:
         self.bucket = TokenBucket(self.reactor, self.qps, self.burst)
         self.inflight = defer.DeferredSemaphore(self.max_inflight) if self.max_inflight > 0 else None
 
-    def url(self, path: str, params: Mapping[str, Any] | None = None) -> str:
-        return self._url(path, params)[1]
-
-    def _url(self, path: str, params: Mapping[str, Any] | None) -> tuple[str, str]:
-        """(the endpoint asked, the whole URL)."""
+    def url(self, path: str, params: Mapping[str, Any] | None = None) -> tuple[str, str]:
+        """(the endpoint to ask now, the whole URL of ``path`` on it)."""
         base = self.conn.url_for(self.reactor.seconds())
         if self.conn.current and params and "timeoutSeconds" in params:
             # On a fallback endpoint, watches end soon, so the first is tried again.
@@ -151,7 +148,7 @@ class ApiClient:
                 auth = yield self.conn.auth.header()
                 if auth:
                     headers[b"Authorization"] = [auth]
-                base, url = self._url(path, params)
+                base, url = self.url(path, params)
                 tried.add(base)
                 try:
                     resp = yield self.http.get(url, headers=headers, unbuffered=stream)
@@ -165,7 +162,7 @@ class ApiClient:
                     self.codes["error"] += 1
                     raise
                 self.codes[str(resp.code)] += 1
-                self.conn.answered(base)
+                self.conn.answered_by = base
                 if resp.code == 200:
                     return resp
                 body = yield _drain(resp)

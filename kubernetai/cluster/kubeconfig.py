@@ -330,9 +330,6 @@ class Connection:
         """
         return self.answered_by or self.url_in_use
 
-    def answered(self, base: str) -> None:
-        self.answered_by = base
-
     def fail_over(self, now: float, base: str | None = None) -> None:
         """The endpoint ``base`` (default: the one in use) did not answer: use the next one.
 
