@@ -26,7 +26,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from kubernetai import outcome, wire
+from kubernetai import outcome, shortpath, wire
 from kubernetai.answercache import AnswerCache, CachedAnswer
 from kubernetai.metrics import QueryMeter
 from kubernetai.metrics import head as metric_head
@@ -281,7 +281,21 @@ class KubeDNSServerFactory(DNSServerFactory):
             self._observe_cached(cached, data, address, proto, out, start)
         return out
 
+    # Uncached questions about a Service's own name in a block with nothing else to do are
+    # answered as bytes from the start (shortpath.py); False: everything goes the general way.
+    short_path = True
+
     def _handle(self, data: bytes, address: tuple, proto: str) -> defer.Deferred:
+        if self.short_path:
+            try:
+                out = shortpath.answer(self, data, proto)
+            except Exception:
+                self.panics += 1
+                log.failure("the short path failed on a packet from {address}; answering it the general way",
+                            address=address)  # fmt: skip
+                out = None
+            if out is not None:
+                return defer.succeed(out)
         start = self._now()
         req = wire.parse_request(data)
         if req is None:

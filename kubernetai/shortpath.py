@@ -1,0 +1,170 @@
+"""The server's short path: an uncached query that kubernetai stanzas alone answer, as bytes from the start.
+
+An answer not cached goes through parsing into Twisted's objects, the
+request context, the chain, the stanza's lookups, records and encoding:
+~60 µs in Python, of which the server's own share is half (issue 15,
+bench/uncached.py --floor).  For the questions asked most — a Service's own
+name, its NODATA and NXDOMAIN neighbours (kubernetai.cluster.short) — in a
+server block with nothing to do but answer (no acl, log, errors, loadbalance
+or prometheus), this module reads the query, asks the chain's stanzas in
+order with the chain's rules, writes the answer and keeps it in the answer
+cache, exactly as the general path would: tests/test_short_path.py checks
+both paths give the same bytes and cache entries.  Anything else, or any
+doubt, is None and the general path answers.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, cast
+
+from twisted.names import dns
+
+from kubernetai import wire
+from kubernetai.chain import RequestChain
+from kubernetai.cluster.resolver import KubernetesResolver
+from kubernetai.cluster.short import NODATA_TYPES, NOT_MINE, Short, short_answer
+
+__all__ = ["answer"]
+
+_ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
+_QTAIL = struct.Struct("!HH")
+_OPT_FIXED = struct.Struct("!BHHBBHH")  # root name, type, class (payload), ext. rcode, version, DO+Z, rdlength
+_COUNTS = struct.Struct("!HHHH")
+# Octets a name may hold here: those of host names (and _ of service labels).  Anything else
+# (escapes, spaces, dots inside labels, non-ASCII) is rare and goes the general way.
+_NAME_OCTETS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
+_TYPES = NODATA_TYPES | {dns.A, dns.AAAA, dns.SRV}
+
+
+def answer(factory: Any, data: bytes, proto: str) -> bytes | None:
+    """The answer to ``data`` through the short path (and cached), or None: the general path answers.
+
+    ``factory`` is the ``KubeDNSServerFactory``; its answer cache was just
+    asked and missed (its ``remember`` reuses the key that lookup made).
+    """
+    n = len(data)
+    if n < 17 or data[2] & 0xF8 or data[4:10] != _ONE_QUESTION:  # a response, an opcode, not 1 question
+        return None
+    at = 12
+    while True:  # the question name: plain labels only
+        size = data[at]
+        if size == 0:
+            break
+        if size > 63 or at + size + 1 >= n:
+            return None
+        at += size + 1
+    name_end = at + 1
+    if name_end + 4 > n or name_end - 12 > 255:
+        return None
+    qtype, qcls = _QTAIL.unpack_from(data, name_end)
+    if qcls != dns.IN or qtype not in _TYPES:
+        return None
+    question_end = name_end + 4
+    arcount = data[10:12]
+    edns = False
+    dnssec_ok = False
+    limit = 65535 if proto != "udp" else 512
+    if arcount == b"\x00\x00":
+        if question_end != n:
+            return None
+    elif arcount == b"\x00\x01":
+        if question_end + _OPT_FIXED.size > n:
+            return None
+        root, rtype, payload, _ext, version, flags, rdlength = _OPT_FIXED.unpack_from(data, question_end)
+        at = question_end + _OPT_FIXED.size
+        if root != 0 or rtype != wire.OPT or version != 0 or at + rdlength != n:
+            return None
+        while at < n:  # its options must add up exactly
+            if at + 4 > n:
+                return None
+            at += 4 + int.from_bytes(data[at + 2 : at + 4], "big")
+        if at != n:
+            return None
+        edns, dnssec_ok = True, bool(flags & 0x8000)
+        if proto == "udp":
+            limit = wire.udp_limit_of(payload)
+    else:
+        return None
+    name_wire = data[12:name_end]
+    name = _dotted(name_wire)
+    if name is None or len(name) > wire.MAX_NAME_TEXT or name.translate(None, _NAME_OCTETS):
+        return None
+    text = name.decode("ascii") + "."
+    lname = text.lower()
+    found = factory._zone_and_block(lname)
+    if found is None:
+        return None
+    block = found[1]
+    if block.gate is not None or block.observers or block.rotate or (block.metered and factory.meter is not None):
+        return None
+    chain = block.resolver
+    if type(chain) is not RequestChain:
+        return None
+    versions: list[tuple[Any, object]] = []
+    zone_labels: int | None = None
+    result: Short | None = None
+    fallen: Short | None = None  # the last NXDOMAIN passed on (a later "not mine" keeps it)
+    for r in chain.resolvers:
+        if type(r) is not KubernetesResolver:
+            return None  # another resolver, or one of ours changed: the general path asks it
+        got = short_answer(r, lname, text, qtype)
+        if got is None:
+            return None
+        if got is NOT_MINE:
+            versions.append((r.cache_version, r.cache_version()))
+            continue
+        assert isinstance(got, Short)
+        versions.append(got.version)
+        zone_labels = got.zone_labels if zone_labels is None else min(zone_labels, got.zone_labels)
+        if got.fallthrough:
+            fallen = got
+            continue
+        result = got
+        break
+    else:
+        if fallen is None:
+            return None  # no stanza serves the name: the general path says SERVFAIL
+        result = fallen
+    body = bytearray()
+    comp: dict[bytes, int] = {}
+    wire._copy_first_name(body, name, name_wire, comp)
+    body += data[name_end:question_end]
+    body += result.written
+    for rr in result.records:
+        wire._write_rr(body, rr, comp)
+        if rr.type == dns.SRV:  # as wire.encode_response: later names may point into its target
+            wire._remember_target(comp, cast(dns.Record_SRV, rr.payload).target.name, len(body))
+    if result.soa is not None:
+        wire._write_rr(body, result.soa, comp)
+    for rr in result.additional:
+        wire._write_rr(body, rr, comp)
+    opt = wire._opt_bytes(result.rcode, dnssec_ok) if edns else b""
+    byte3 = 0x84 | (data[2] & 0x01)  # QR, AA (every record of ours is authoritative), RD echoed
+    byte4 = (0x80 if block.recursive else 0) | (data[3] & 0x10) | result.rcode
+    counts = _COUNTS.pack(
+        1,
+        result.ancount + len(result.records),
+        0 if result.soa is None else 1,
+        len(result.additional) + (1 if edns else 0),
+    )
+    out = data[:2] + bytes((byte3, byte4)) + counts + body + opt
+    if len(out) > limit:
+        return None  # the general path truncates
+    factory.answer_cache.remember(
+        data, proto, out, versions, zone_labels or 0, block, qtype=qtype, lname=lname, plain=True
+    )
+    return out
+
+
+def _dotted(name_wire: bytes) -> bytes | None:
+    """A plain wire name's text form, labels joined by dots; None for the root or a label holding a dot."""
+    labels = []
+    at = 0
+    size = name_wire[0]
+    while size:
+        labels.append(name_wire[at + 1 : at + 1 + size])
+        at += size + 1
+        size = name_wire[at]
+    name = b".".join(labels)
+    return name if labels and name.count(b".") == len(labels) - 1 else None  # no dot inside a label

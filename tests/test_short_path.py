@@ -1,0 +1,315 @@
+"""The server's short path (kubernetai/shortpath.py) answers exactly as the general path.
+
+Issue 15 (uncached answers): a Service's own name, its ``_port._proto`` SRV
+and their NODATA/NXDOMAIN neighbours are answered as bytes without the
+general path's objects.  That is a second way to the same answers, so it is
+held to the first: over random clusters (ClusterIP with IPv4/IPv6/both,
+headless and ExternalName Services, ports or none, missing namespaces),
+random stanza options (zones, ``namespaces``, ``fallthrough``, ``ttl``,
+``multicluster``, ``ignore empty_service``, not synced) in chains of one or
+two stanzas, and random queries (name shapes, letter case, types, EDNS, DO,
+UDP and TCP), a server with the short path and one without give the same
+bytes and keep the same cache entries (what they depend on included).
+"""
+
+from __future__ import annotations
+
+import random
+
+import dns.edns
+import dns.message
+import dns.rdatatype
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.internet import task
+
+from kubernetai import shortpath
+from kubernetai.chain import chain
+from kubernetai.cluster.kinds import convert
+from kubernetai.cluster.options import KubernetesOptions
+from kubernetai.cluster.resolver import KubernetesResolver
+from kubernetai.cluster.store import ClusterStore, FineVersion
+from kubernetai.fallthrough import Fallthrough
+from kubernetai.server import Block, KubeDNSServerFactory
+
+from .fakeapi import namespace, service, slice_
+
+NAMES = ("web", "api", "db", "nope")
+NAMESPACES = ("ns0", "ns1", "gone")
+IPS = ("10.96.0.1", "10.96.0.2", "fd00::1", "fd00::0:1", "10.96.0.1")
+PORTS = (("http", "TCP", 80), ("dns", "UDP", 53), (None, "TCP", 8080), ("http", "UDP", 80), ("h2", "TCP", 80))
+ZONES = (("cluster.local.",),) * 4 + (("cluster.local.", "example.org."), (".",), ("example.org.",), ("local.",))
+TYPES = (
+    "A",
+    "A",
+    "AAAA",
+    "SRV",
+    "SRV",
+    "TXT",
+    "MX",
+    "CNAME",
+    "PTR",
+    "NS",
+    "SOA",
+    "HTTPS",
+    "ANY",
+    "NAPTR",
+    "AXFR",
+    "TYPE99",
+)
+
+
+@st.composite
+def services(draw, name=None, ns=None):
+    name = name or draw(st.sampled_from(NAMES[:3]))
+    ns = ns or draw(st.sampled_from(NAMESPACES))
+    kind = draw(st.sampled_from(("ClusterIP",) * 6 + ("Headless", "ExternalName")))
+    ports = draw(st.lists(st.sampled_from(PORTS), max_size=3, unique=True))
+    if kind == "ExternalName":
+        target = draw(st.sampled_from(("db.example.com", "api.ns0.svc.cluster.local", "10.1.2.3")))
+        return [service(name, ns, type="ExternalName", external_name=target, ports=ports)]
+    if kind == "Headless":
+        objs = [service(name, ns, ip=None, ports=ports)]
+        if draw(st.booleans()):
+            objs.append(slice_(name, ["10.200.0.1", "10.200.0.2"], ns, ports=ports))
+        return objs
+    ips = draw(st.lists(st.sampled_from(IPS), min_size=1, max_size=3))
+    return [service(name, ns, ip=ips, ports=ports)]
+
+
+@st.composite
+def stanzas(draw):
+    objs = [namespace(ns) for ns in NAMESPACES[:2] if draw(st.booleans()) or ns == "ns0"]
+    for name in NAMES[:3]:  # the names asked most, mostly there
+        if draw(st.sampled_from((True,) * 4 + (False,))):
+            objs.extend(draw(services(name, "ns0")))
+    for group in draw(st.lists(services(), max_size=3)):
+        objs.extend(group)
+    store = ClusterStore(clock=lambda: 1700000000.0)
+    for kind in ("Namespace", "Service", "EndpointSlice"):
+        store.require((kind, ""))
+    for obj in objs:
+        store.apply("ADDED", obj["kind"], convert(obj["kind"], obj))
+    if draw(st.sampled_from((True,) * 5 + (False,))):  # mostly synced (the first value: the one drawn most)
+        for kind in ("Namespace", "Service", "EndpointSlice"):
+            store.relist((kind, ""), list(store.objects.get(kind, {}).values()))
+    zones = draw(st.sampled_from(ZONES))
+    opts = KubernetesOptions(
+        zones=zones,
+        namespaces=draw(st.sampled_from(((), (), ("ns0",)))),
+        fallthrough=Fallthrough(draw(st.sampled_from(((), (), (".",), ("cluster.local.",), ("example.org.",))))),
+        ttl=draw(st.sampled_from((5, 30))),
+        multicluster=draw(st.sampled_from(((), (), (), (zones[0],)))),
+        ignore_empty_service=draw(st.sampled_from((False,) * 5 + (True,))),
+    )
+    return KubernetesResolver(opts, store)
+
+
+@st.composite
+def queries(draw):
+    zone = draw(st.sampled_from(("cluster.local", "cluster.local", "cluster.local", "example.org", "other.test")))
+    svc, ns = draw(st.sampled_from(NAMES)), draw(st.sampled_from(("ns0", "ns0", "ns0") + NAMESPACES))
+    port = draw(st.sampled_from(("_http", "_http", "_dns", "http", "_h2", "_nope", "_")))
+    proto = draw(st.sampled_from(("_tcp", "_tcp", "_udp", "_sctp", "tcp")))
+    shape = draw(
+        st.sampled_from(
+            (
+                "{svc}.{ns}.svc.{zone}",
+                "{svc}.{ns}.svc.{zone}",
+                "{svc}.{ns}.svc.{zone}",
+                "{svc}.{ns}.svc.{zone}",
+                "{port}.{proto}.{svc}.{ns}.svc.{zone}",
+                "{port}.{proto}.{svc}.{ns}.svc.{zone}",
+                "{port}.{proto}.{svc}.{ns}.svc.{zone}",
+                "x.{svc}.{ns}.svc.{zone}",
+                "{svc}.{ns}.pod.{zone}",
+                "{ns}.svc.{zone}",
+                "{zone}",
+                "a.b.{svc}.{ns}.svc.{zone}",
+                "{svc}.{ns}.svc.{ns}.svc.{zone}",
+                "{svc}.{ns}.svc",
+                "{svc}.{ns}.svc.{zone}.",
+            )
+        )
+    )
+    name = shape.format(svc=svc, ns=ns, zone=zone, port=port, proto=proto)
+    rnd = random.Random(draw(st.integers(0, 2**16)))
+    if draw(st.booleans()):  # DNS 0x20
+        name = "".join(c.upper() if rnd.random() < 0.3 else c for c in name)
+    q = dns.message.make_query(name.rstrip(".") + ".", draw(st.sampled_from(TYPES)))
+    q.id = rnd.randrange(65536)
+    q.flags = draw(st.sampled_from((dns.flags.RD, 0, dns.flags.RD | dns.flags.CD)))
+    edns = draw(st.sampled_from((None, None, 512, 1232, 4096, 65535)))
+    if edns is not None:
+        options = [dns.edns.GenericOption(10, b"12345678")] if draw(st.booleans()) else []
+        q.use_edns(0, dns.flags.DO if draw(st.booleans()) else 0, payload=edns, options=options)
+    return q.to_wire(), draw(st.sampled_from(("udp", "udp", "tcp")))
+
+
+def factory(resolvers, recursive, short):
+    f = KubeDNSServerFactory(blocks=[Block((".",), chain(list(resolvers)), recursive=recursive)], clock=task.Clock())
+    f.short_path = short
+    return f
+
+
+def answered(f, data, proto):
+    got = []
+    f.handle_packet(data, ("127.0.0.1", 5353), proto).addCallback(got.append)
+    assert len(got) == 1
+    return got[0]
+
+
+def _version(fn, value):
+    if isinstance(fn, FineVersion):
+        return ("fine", fn._key, id(fn._store), value)
+    return (getattr(fn, "__func__", fn).__name__, id(getattr(fn, "__self__", None)), value)
+
+
+def entries(f):
+    """The answer cache's entries, with what they depend on, comparable across two servers."""
+    out = []
+    for slot, e in f.answer_cache._entries.items():
+        versions = [_version(fn, v) for fn, v in e.versions]
+        out.append(
+            (slot, e.body, e.spelling, e.zone_labels, versions, e.rcode, e.aa, e.truncated, e.ancount)
+            + (e.qtype, e.lname, e.plain, e.rotation_run, e.metric_head, e.block is f.blocks[0])
+            + ((None,) if e.failure is None else (type(e.failure.value), str(e.failure.value)))
+        )
+    return out
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(stanzas(), min_size=1, max_size=2), st.lists(queries(), min_size=1, max_size=8), st.booleans())
+def test_short_path_answers_as_the_general_path(resolvers, asked, recursive):
+    short, general = factory(resolvers, recursive, True), factory(resolvers, recursive, False)
+    for data, proto in asked:
+        first = answered(general, data, proto)
+        assert answered(short, data, proto) == first, (data, proto)
+        assert answered(short, data, proto) == answered(general, data, proto)  # and from the cache
+    assert entries(short) == entries(general)
+
+
+def cluster():
+    objs = [
+        namespace("ns0"),
+        service("web", "ns0", ip=["10.96.0.1", "fd00::1"], ports=[("http", "TCP", 80), ("dns", "UDP", 53)]),
+        service("db", "ns0", ip=None),
+    ]
+    store = ClusterStore(clock=lambda: 1700000000.0)
+    for kind in ("Namespace", "Service", "EndpointSlice"):
+        store.relist((kind, ""), [convert(kind, o) for o in objs if o["kind"] == kind])
+    return store
+
+
+def test_the_short_path_takes_the_common_questions_and_leaves_the_rest():
+    """It is used where meant (else the test above compares the general path with itself)."""
+    r = KubernetesResolver(KubernetesOptions(zones=("cluster.local.",)), cluster())
+    f = factory([r], False, True)
+    taken = {
+        ("web.ns0.svc.cluster.local", "A"): 1,
+        ("WEB.ns0.svc.Cluster.Local", "AAAA"): 1,
+        ("_http._tcp.web.ns0.svc.cluster.local", "SRV"): 1,
+        ("web.ns0.svc.cluster.local", "TXT"): 0,  # NODATA
+        ("web.ns0.svc.cluster.local", "HTTPS"): 0,
+        ("nothing.ns0.svc.cluster.local", "A"): 0,  # NXDOMAIN
+        ("web.gone.svc.cluster.local", "AAAA"): 0,
+        ("_nope._tcp.web.ns0.svc.cluster.local", "SRV"): 0,
+    }
+    for (name, qtype), count in taken.items():
+        data = dns.message.make_query(name, qtype, use_edns=0).to_wire()
+        out = shortpath.answer(f, data, "udp")
+        assert out is not None, (name, qtype)
+        assert len(dns.message.from_wire(out).answer) == count, (name, qtype)
+    left = [
+        ("db.ns0.svc.cluster.local", "A"),  # headless
+        ("web.ns0.svc.cluster.local", "SRV"),  # SRV of the plain name
+        ("_http._tcp.web.ns0.svc.cluster.local", "A"),
+        ("x.web.ns0.svc.cluster.local", "A"),  # an endpoint name
+        ("1-2-3-4.ns0.pod.cluster.local", "A"),
+        ("ns0.svc.cluster.local", "A"),
+        ("web.ns0.svc.cluster.local", "AXFR"),
+        ("web.ns0.svc.cluster.local", "ANY"),
+        ("web.ns0.svc.elsewhere", "A"),  # no stanza: SERVFAIL
+        ("w\\.b.ns0.svc.cluster.local", "A"),  # a dot inside a label
+    ]
+    for name, qtype in left:
+        data = dns.message.make_query(name, qtype).to_wire()
+        assert shortpath.answer(f, data, "udp") is None, (name, qtype)
+    # A block with more to do than answering is left to the general path.
+    f.blocks[0].observers.append(lambda event: None)
+    data = dns.message.make_query("web.ns0.svc.cluster.local", "A").to_wire()
+    assert shortpath.answer(f, data, "udp") is None
+
+
+def rich_store(synced=True):
+    objs = [
+        namespace("ns0"),
+        namespace("ns1"),
+        service("web", "ns0", ip=["10.96.0.1", "fd00::1"], ports=[("http", "TCP", 80), ("dns", "UDP", 53)]),
+        service(
+            "api", "ns0", ip=["10.96.0.2", "10.96.0.2", "10.96.0.3"], ports=[("http", "TCP", 80), ("h", "TCP", 80)]
+        ),
+        service("six", "ns1", ip=["fd00::2"], ports=[(None, "TCP", 8080)]),
+        service("bare", "ns0", ip=["10.96.0.4"], ports=[]),
+        service("db", "ns0", ip=None, ports=[("pg", "TCP", 5432)]),
+        slice_("db", ["10.200.0.1", "10.200.0.2"], "ns0", ports=[("pg", "TCP", 5432)]),
+        service("ext", "ns0", type="ExternalName", external_name="db.example.com"),
+    ]
+    store = ClusterStore(clock=lambda: 1700000000.0)
+    for kind in ("Namespace", "Service", "EndpointSlice"):
+        store.require((kind, ""))
+    for obj in objs:
+        store.apply("ADDED", obj["kind"], convert(obj["kind"], obj))
+    if synced:
+        for kind in ("Namespace", "Service", "EndpointSlice"):
+            store.relist((kind, ""), list(store.objects.get(kind, {}).values()))
+    return store
+
+
+def test_every_common_question_of_a_rich_cluster_answers_the_same_both_ways():
+    """Every name shape × type × EDNS of a fixed cluster, under several option sets and chains."""
+    default = KubernetesOptions(zones=("cluster.local.",))
+    chains = [
+        [KubernetesResolver(default, rich_store())],
+        [KubernetesResolver(KubernetesOptions(zones=(".",), ttl=30), rich_store())],
+        [KubernetesResolver(KubernetesOptions(zones=("cluster.local.",), namespaces=("ns1",)), rich_store())],
+        [
+            KubernetesResolver(
+                KubernetesOptions(zones=("cluster.local.",), fallthrough=Fallthrough((".",))), rich_store()
+            ),
+            KubernetesResolver(KubernetesOptions(zones=("other.", "cluster.local.")), rich_store()),
+        ],
+        [
+            KubernetesResolver(KubernetesOptions(zones=("other.",)), rich_store()),
+            KubernetesResolver(
+                KubernetesOptions(zones=("cluster.local.",), fallthrough=Fallthrough((".",))), rich_store()
+            ),
+        ],
+        [KubernetesResolver(default, rich_store(synced=False))],
+    ]
+    names = []
+    for svc in ("web", "api", "six", "bare", "db", "ext", "nope"):
+        for ns in ("ns0", "ns1", "gone"):
+            names += [f"{svc}.{ns}.svc.cluster.local", f"{svc.upper()}.{ns}.svc.Cluster.LOCAL"]
+            names += [
+                f"_{p}._{t}.{svc}.{ns}.svc.cluster.local" for p in ("http", "dns", "pg", "h") for t in ("tcp", "udp")
+            ]
+    names += [
+        "_HTTP._TCP.web.NS0.svc.cluster.local",
+        "http.tcp.web.ns0.svc.cluster.local",
+        "_._tcp.web.ns0.svc.cluster.local",
+    ]
+    types = ("A", "AAAA", "SRV", "TXT", "HTTPS", "MX", "PTR")
+    taken = 0
+    for resolvers in chains:
+        for recursive in (False, True):
+            short, general = factory(resolvers, recursive, True), factory(resolvers, recursive, False)
+            for name in names:
+                for qtype in types:
+                    for edns in (None, 0):
+                        q = dns.message.make_query(name, qtype, use_edns=edns, want_dnssec=edns is not None)
+                        data = q.to_wire()
+                        taken += shortpath.answer(factory(resolvers, recursive, True), data, "udp") is not None
+                        assert answered(short, data, "udp") == answered(general, data, "udp"), (name, qtype)
+            assert entries(short) == entries(general)
+    assert taken > 2000  # most of these are the short path's to answer
