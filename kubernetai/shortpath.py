@@ -16,7 +16,7 @@ doubt, is None and the general path answers.
 from __future__ import annotations
 
 import struct
-from typing import Any, cast
+from typing import Any
 
 from twisted.names import dns
 
@@ -31,6 +31,9 @@ _ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
 _QTAIL = struct.Struct("!HH")
 _OPT_FIXED = struct.Struct("!BHHBBHH")  # root name, type, class (payload), ext. rcode, version, DO+Z, rdlength
 _COUNTS = struct.Struct("!HHHH")
+_RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+_SRV_FIXED = struct.Struct("!HHH")  # priority, weight, port
+_OWNER_IS_QUESTION = b"\xc0\x0c"  # a pointer to the question's name
 # Octets a name may hold here: those of host names (and _ of service labels).  Anything else
 # (escapes, spaces, dots inside labels, non-ASCII) is rare and goes the general way.
 _NAME_OCTETS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
@@ -47,12 +50,14 @@ def answer(factory: Any, data: bytes, proto: str) -> bytes | None:
     if n < 17 or data[2] & 0xF8 or data[4:10] != _ONE_QUESTION:  # a response, an opcode, not 1 question
         return None
     at = 12
+    labels = []
     while True:  # the question name: plain labels only
         size = data[at]
         if size == 0:
             break
         if size > 63 or at + size + 1 >= n:
             return None
+        labels.append(data[at + 1 : at + 1 + size])
         at += size + 1
     name_end = at + 1
     if name_end + 4 > n or name_end - 12 > 255:
@@ -87,8 +92,13 @@ def answer(factory: Any, data: bytes, proto: str) -> bytes | None:
     else:
         return None
     name_wire = data[12:name_end]
-    name = _dotted(name_wire)
-    if name is None or len(name) > wire.MAX_NAME_TEXT or name.translate(None, _NAME_OCTETS):
+    name = b".".join(labels)
+    if (
+        not labels
+        or len(name) > wire.MAX_NAME_TEXT
+        or name.translate(None, _NAME_OCTETS)
+        or name.count(b".") != len(labels) - 1  # a dot inside a label
+    ):
         return None
     text = name.decode("ascii") + "."
     lname = text.lower()
@@ -126,27 +136,20 @@ def answer(factory: Any, data: bytes, proto: str) -> bytes | None:
         if fallen is None:
             return None  # no stanza serves the name: the general path says SERVFAIL
         result = fallen
-    body = bytearray()
-    comp: dict[bytes, int] = {}
-    wire._copy_first_name(body, name, name_wire, comp)
-    body += data[name_end:question_end]
+    body = bytearray(data[12:question_end])  # the question, as asked
     body += result.written
-    for rr in result.records:
-        wire._write_rr(body, rr, comp)
-        if rr.type == dns.SRV:  # as wire.encode_response: later names may point into its target
-            wire._remember_target(comp, cast(dns.Record_SRV, rr.payload).target.name, len(body))
+    if result.srv:
+        _write_srv(body, name, labels, question_end, result)
     if result.soa is not None:
-        wire._write_rr(body, result.soa, comp)
-    for rr in result.additional:
-        wire._write_rr(body, rr, comp)
+        _write_soa(body, result.soa, name_end - len(result.soa.name.name) - 2, name, name_wire)
     opt = wire._opt_bytes(result.rcode, dnssec_ok) if edns else b""
     byte3 = 0x84 | (data[2] & 0x01)  # QR, AA (every record of ours is authoritative), RD echoed
     byte4 = (0x80 if block.recursive else 0) | (data[3] & 0x10) | result.rcode
     counts = _COUNTS.pack(
         1,
-        result.ancount + len(result.records),
+        result.ancount + len(result.srv),
         0 if result.soa is None else 1,
-        len(result.additional) + (1 if edns else 0),
+        len(result.glue) + (1 if edns else 0),
     )
     out = data[:2] + bytes((byte3, byte4)) + counts + body + opt
     if len(out) > limit:
@@ -157,14 +160,51 @@ def answer(factory: Any, data: bytes, proto: str) -> bytes | None:
     return out
 
 
-def _dotted(name_wire: bytes) -> bytes | None:
-    """A plain wire name's text form, labels joined by dots; None for the root or a label holding a dot."""
-    labels = []
-    at = 0
-    size = name_wire[0]
-    while size:
-        labels.append(name_wire[at + 1 : at + 1 + size])
-        at += size + 1
-        size = name_wire[at]
-    name = b".".join(labels)
-    return name if labels and name.count(b".") == len(labels) - 1 else None  # no dot inside a label
+# A negative answer's SOA as written after a question of ours, by (its record, where the question
+# spells its zone): the names it compresses only ever point at the zone.
+_SOA_WRITTEN: dict[tuple[int, int], tuple[dns.RRHeader, bytes]] = {}
+
+
+def _write_soa(body: bytearray, soa: dns.RRHeader, zone_at: int, name: bytes, name_wire: bytes) -> None:
+    """The SOA, written by wire's writer the first time for its zone's place in the question, then copied.
+
+    Its owner is the zone as the question spells it (a pointer there), and
+    MNAME ``ns.dns.ZONE`` and RNAME ``hostmaster.ZONE`` end in a pointer
+    there too: no question of ours (its last label before the zone is
+    ``svc``) holds ``ns.dns`` or ``hostmaster`` before its zone, so the bytes
+    depend on nothing else.
+    """
+    key = (id(soa), zone_at)
+    known = _SOA_WRITTEN.get(key)
+    if known is not None and known[0] is soa:
+        body += known[1]
+        return
+    comp: dict[bytes, int] = {}  # what the writer knows after the question: its suffixes
+    wire._copy_first_name(bytearray(), name, name_wire, comp)
+    mark = len(body)
+    wire._write_rr(body, soa, comp)
+    if len(_SOA_WRITTEN) >= 1024:
+        _SOA_WRITTEN.clear()
+    _SOA_WRITTEN[key] = (soa, bytes(body[mark:]))
+
+
+def _write_srv(body: bytearray, name: bytes, labels: list[bytes], question_end: int, result: Short) -> None:
+    """The SRV records and their glue, as wire.encode_response writes them.
+
+    Each owner is the question (a pointer to it); each target is written
+    whole (RFC 2782); the glue's owner, the target, points at the question's
+    own spelling of it when the question ends with it (``_port._proto.`` and
+    the target as built: lower-case Service and namespace), else at the
+    first SRV record's target, as the writer's compression table would.
+    """
+    target = result.target
+    rdata_target = b"".join([len(label).to_bytes(1, "big") + label for label in target.split(b".")]) + b"\x00"
+    ttl = result.ttl
+    fixed = _RR_FIXED.pack(dns.SRV, dns.IN, ttl, 6 + len(rdata_target))
+    for weight, port in result.srv:
+        body += _OWNER_IS_QUESTION + fixed + _SRV_FIXED.pack(0, weight, port) + rdata_target
+    skip = len(labels[0]) + len(labels[1]) + 2  # the question past _port._proto.
+    glue_at = 12 + skip if name[skip:] == target else question_end + len(_OWNER_IS_QUESTION) + _RR_FIXED.size + 6
+    glue_owner = (0xC000 | glue_at).to_bytes(2, "big")
+    for packed in result.glue:
+        body += glue_owner + _RR_FIXED.pack(dns.A if len(packed) == 4 else dns.AAAA, dns.IN, ttl, len(packed)) + packed

@@ -18,15 +18,14 @@ from twisted.python.failure import Failure
 
 from kubernetai import outcome
 from kubernetai.chain import chain
-from kubernetai.cluster.kinds import convert
 from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.resolver import KubernetesResolver
-from kubernetai.cluster.store import ClusterStore
 from kubernetai.fallthrough import Fallthrough
 from kubernetai.request import RequestInfo, request_info
 
 from .fakeapi import namespace, service
 from .test_server import TableResolver
+from .test_short_path import store_of
 
 
 class Overridden(KubernetesResolver):
@@ -37,14 +36,7 @@ class Overridden(KubernetesResolver):
 
 
 def stanza(zone, objects, fallthrough=False, synced=True, cls=KubernetesResolver):
-    store = ClusterStore(clock=lambda: 1.0)
-    for kind in ("Namespace", "Service", "EndpointSlice"):
-        store.require((kind, ""))
-    for obj in objects:
-        store.apply("ADDED", obj["kind"], convert(obj["kind"], obj))
-    if synced:
-        for kind in ("Namespace", "Service", "EndpointSlice"):
-            store.relist((kind, ""), list(store.objects.get(kind, {}).values()))
+    store = store_of(objects, synced)
     opts = KubernetesOptions(zones=(zone,), fallthrough=Fallthrough((".",) if fallthrough else ()))
     return cls(opts, store)
 

@@ -59,6 +59,19 @@ TYPES = (
 )
 
 
+def store_of(objs, synced=True):
+    """A store holding ``objs``; not ``synced``: added by watch events, never listed whole."""
+    store = ClusterStore(clock=lambda: 1700000000.0)
+    for kind in ("Namespace", "Service", "EndpointSlice"):
+        store.require((kind, ""))
+    for obj in objs:
+        store.apply("ADDED", obj["kind"], convert(obj["kind"], obj))
+    if synced:
+        for kind in ("Namespace", "Service", "EndpointSlice"):
+            store.relist((kind, ""), list(store.objects.get(kind, {}).values()))
+    return store
+
+
 @st.composite
 def services(draw, name=None, ns=None):
     name = name or draw(st.sampled_from(NAMES[:3]))
@@ -85,14 +98,7 @@ def stanzas(draw):
             objs.extend(draw(services(name, "ns0")))
     for group in draw(st.lists(services(), max_size=3)):
         objs.extend(group)
-    store = ClusterStore(clock=lambda: 1700000000.0)
-    for kind in ("Namespace", "Service", "EndpointSlice"):
-        store.require((kind, ""))
-    for obj in objs:
-        store.apply("ADDED", obj["kind"], convert(obj["kind"], obj))
-    if draw(st.sampled_from((True,) * 5 + (False,))):  # mostly synced (the first value: the one drawn most)
-        for kind in ("Namespace", "Service", "EndpointSlice"):
-            store.relist((kind, ""), list(store.objects.get(kind, {}).values()))
+    store = store_of(objs, synced=draw(st.sampled_from((True,) * 5 + (False,))))  # mostly synced
     zones = draw(st.sampled_from(ZONES))
     opts = KubernetesOptions(
         zones=zones,
@@ -195,10 +201,7 @@ def cluster():
         service("web", "ns0", ip=["10.96.0.1", "fd00::1"], ports=[("http", "TCP", 80), ("dns", "UDP", 53)]),
         service("db", "ns0", ip=None),
     ]
-    store = ClusterStore(clock=lambda: 1700000000.0)
-    for kind in ("Namespace", "Service", "EndpointSlice"):
-        store.relist((kind, ""), [convert(kind, o) for o in objs if o["kind"] == kind])
-    return store
+    return store_of(objs)
 
 
 def test_the_short_path_takes_the_common_questions_and_leaves_the_rest():
@@ -255,15 +258,7 @@ def rich_store(synced=True):
         slice_("db", ["10.200.0.1", "10.200.0.2"], "ns0", ports=[("pg", "TCP", 5432)]),
         service("ext", "ns0", type="ExternalName", external_name="db.example.com"),
     ]
-    store = ClusterStore(clock=lambda: 1700000000.0)
-    for kind in ("Namespace", "Service", "EndpointSlice"):
-        store.require((kind, ""))
-    for obj in objs:
-        store.apply("ADDED", obj["kind"], convert(obj["kind"], obj))
-    if synced:
-        for kind in ("Namespace", "Service", "EndpointSlice"):
-            store.relist((kind, ""), list(store.objects.get(kind, {}).values()))
-    return store
+    return store_of(objs, synced)
 
 
 def test_every_common_question_of_a_rich_cluster_answers_the_same_both_ways():

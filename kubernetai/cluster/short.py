@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from twisted.names import dns
 
 from kubernetai.cluster.lookup import port_matches
-from kubernetai.cluster.records import _wire_name, address_rr, negative_soa, rr
+from kubernetai.cluster.records import _wire_name, negative_soa
 from kubernetai.zones import match_zone
 
 __all__ = ["NOT_MINE", "Short", "short_answer"]
@@ -65,8 +65,12 @@ class Short(NamedTuple):
     zone_labels: int  # labels of the zone it answered in (answercache.is_portable)
     written: bytes = b""  # address records, written (their owner is the question: a pointer)
     ancount: int = 0  # records in ``written``
-    records: tuple[dns.RRHeader, ...] = ()  # answer records for the server's writer (SRV)
-    additional: tuple[dns.RRHeader, ...] = ()
+    # SRV: (weight, port) of each record, their target (text as records.py builds it), and the
+    # packed cluster IPs of its glue; the server writes them with the writer's compression.
+    srv: tuple[tuple[int, int], ...] = ()
+    target: bytes = b""
+    glue: tuple[bytes, ...] = ()
+    ttl: int = 0
     soa: dns.RRHeader | None = None  # the authority section of a negative answer
     fallthrough: bool = False  # an NXDOMAIN the chain passes on (``fallthrough``)
 
@@ -112,7 +116,7 @@ def short_answer(resolver: Any, lname: str, name: str, qtype: int) -> Short | _N
         except OSError:
             return None  # not an address: the general path decides what it is
     if srv:
-        return _srv(name, zone, service, namespace, ports, svc.cluster_ips, opts.ttl, version, zone_labels)
+        return _srv(zone, service, namespace, ports, svc.cluster_ips, packed, opts.ttl, version, zone_labels)
     if qtype == dns.A or qtype == dns.AAAA:
         size = 4 if qtype == dns.A else 16
         written = b""
@@ -131,27 +135,26 @@ def _bare(label: str) -> str:
 
 
 def _srv(
-    name: str,
     zone: str,
     service: str,
     namespace: str,
     ports: tuple,
     ips: tuple[str, ...],
+    packed: list[bytes],
     ttl: int,
     version: tuple[Any, object],
     zone_labels: int,
 ) -> Short | None:
-    """SRV of ``_port._proto.service.namespace.svc.zone``: a record per port, the cluster IPs as glue."""
+    """SRV of ``_port._proto.service.namespace.svc.zone``: a record per port, the cluster IPs as glue.
+
+    As records._srv: one hit per matching port and cluster IP, the weight
+    shared by every hit, one SRV per port number, one glue record per IP.
+    """
     hits = len(ports) * len(ips)
     if hits > 64:
         return None  # more than an answer holds: the general path truncates
     target = f"{service}.{namespace}.svc.{zone}" if zone != "." else f"{service}.{namespace}.svc."
     weight = max(1, int(100.0 / (100 * hits) * 100))
-    records = []
-    seen_ports = set()
-    for p in ports:
-        if p.port not in seen_ports:
-            seen_ports.add(p.port)
-            records.append(rr(name, dns.SRV, ttl, dns.Record_SRV(0, weight, p.port, _wire_name(target), ttl)))
-    glue = tuple(address_rr(target, ip, ttl) for ip in dict.fromkeys(ips))
-    return Short(dns.OK, version, zone_labels, records=tuple(records), additional=glue)
+    srv = tuple((weight, port) for port in dict.fromkeys(p.port for p in ports))
+    glue = tuple(dict(zip(ips, packed, strict=True)).values())  # one per address as written
+    return Short(dns.OK, version, zone_labels, srv=srv, target=_wire_name(target), glue=glue, ttl=ttl)
