@@ -28,6 +28,7 @@ from twisted.names import dns
 
 from kubernetai import wire
 from kubernetai.changes import STORE_CHANGES
+from kubernetai.lazy_repr import LazyRepr
 
 __all__ = ["AnswerCache", "CachedAnswer", "is_portable"]
 
@@ -128,8 +129,8 @@ def is_portable(msg: bytes, zone_labels: int) -> bool:
     return True
 
 
-@attrs.define(eq=False)
-class CachedAnswer:
+@attrs.define(eq=False, repr=False)
+class CachedAnswer(LazyRepr):
     """An encoded answer (minus its ID), the spelling it was made for and what it depends on."""
 
     body: bytes
@@ -202,8 +203,8 @@ class CachedAnswer:
         return data[:2] + self.body[: HEADER_SIZE - 2] + data[HEADER_SIZE:end] + self.body[end - 2 :]
 
 
-@attrs.define(eq=False)
-class Varies:
+@attrs.define(eq=False, repr=False)
+class Varies(LazyRepr):
     """In place of an answer: the answers to this query differ by client; ``value_of(client)`` picks one.
 
     ``answers`` holds one answer per value (autopath: per client namespace), at most ``MAX_VALUES``.

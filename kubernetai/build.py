@@ -24,6 +24,7 @@ from kubernetai import startup_gc, version_line
 from kubernetai.chain import chain
 from kubernetai.corefile import CorefileError, Directive, ServerBlock, parse_text, read_corefile
 from kubernetai.directives import order_of, registry
+from kubernetai.lazy_repr import LazyRepr
 from kubernetai.listen import SharedSockets, adopt_udp_tcp, listen_reuseport, listen_udp_tcp
 from kubernetai.plugin import ServerContext, Setup, SetupContext
 from kubernetai.server import Block, KubeDNSServerFactory
@@ -34,8 +35,8 @@ __all__ = ["BlockPlan", "Plan", "load", "load_text", "KubernetaiService"]
 log = Logger()
 
 
-@attrs.define
-class BlockPlan:
+@attrs.define(repr=False)
+class BlockPlan(LazyRepr):
     """One server block on one port, built: what ``--check`` prints."""
 
     keys: tuple[str, ...]
@@ -48,8 +49,8 @@ class BlockPlan:
     line: int
 
 
-@attrs.define
-class Plan:
+@attrs.define(repr=False)
+class Plan(LazyRepr):
     blocks: list[BlockPlan]
     server: ServerContext
     # The Corefile text this plan was built from (``--workers`` build from it, not from the file,

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import attrs
 
+from kubernetai.lazy_repr import LazyRepr
+
 __all__ = [
     "CorefileError",
     "Token",
@@ -79,8 +81,8 @@ def unknown_directive(name: str, known: Iterable[str]) -> str:
     return f"unknown directive '{name}'{hint}"
 
 
-@attrs.frozen
-class Token:
+@attrs.frozen(repr=False)
+class Token(LazyRepr):
     """One lexical token; ``breaks`` counts newlines inside a quoted token."""
 
     text: str
@@ -103,8 +105,8 @@ class Token:
         return not self.quoted and self.text == brace
 
 
-@attrs.frozen
-class Directive:
+@attrs.frozen(repr=False)
+class Directive(LazyRepr):
     """A directive line: name, same-line arguments, optional nested block."""
 
     name: str
@@ -121,8 +123,8 @@ class Directive:
         return self.block or ()
 
 
-@attrs.frozen
-class ServerBlock:
+@attrs.frozen(repr=False)
+class ServerBlock(LazyRepr):
     """A server block as written: its keys and its directives in order."""
 
     keys: tuple[str, ...]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import attrs
 
 from kubernetai.corefile import Directive
+from kubernetai.lazy_repr import LazyRepr
 from kubernetai.values import zone_args
 from kubernetai.zones import is_subdomain
 
 
-@attrs.frozen
-class Fallthrough:
+@attrs.frozen(repr=False)
+class Fallthrough(LazyRepr):
     """No zones = off; ``(".",)`` = every name."""
 
     zones: tuple[str, ...] = ()

@@ -18,13 +18,15 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol, ServerFactory
 
+from kubernetai.lazy_repr import LazyRepr
+
 __all__ = ["UDPAndTCP", "listen_udp_tcp"]
 
 ATTEMPTS = 20
 
 
-@attrs.frozen
-class UDPAndTCP:
+@attrs.frozen(repr=False)
+class UDPAndTCP(LazyRepr):
     """The two listening ports of one number."""
 
     udp: IListeningPort
@@ -55,8 +57,8 @@ def listen_udp_tcp(
     raise AssertionError("unreachable")
 
 
-@attrs.frozen
-class SharedSockets:
+@attrs.frozen(repr=False)
+class SharedSockets(LazyRepr):
     """One more UDP and TCP socket on a listener's port, for a worker process (``--workers``)."""
 
     udp: socket.socket

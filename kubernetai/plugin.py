@@ -17,6 +17,7 @@ import attrs
 from twisted.application.service import IService
 
 from kubernetai.corefile import CorefileError, Directive
+from kubernetai.lazy_repr import LazyRepr
 from kubernetai.request import QueryEvent
 
 __all__ = ["Setup", "ServerContext", "SetupContext", "Readiness"]
@@ -28,8 +29,8 @@ class Setup(Protocol):
     def __call__(self, directive: Directive, ctx: SetupContext, /) -> object | None: ...
 
 
-@attrs.define
-class Readiness:
+@attrs.define(repr=False)
+class Readiness(LazyRepr):
     """Process-wide readiness: every registered check must say yes."""
 
     checks: dict[str, Callable[[], bool]] = attrs.Factory(dict)
@@ -48,8 +49,8 @@ class Readiness:
         return not self.not_ready()
 
 
-@attrs.define
-class ServerContext:
+@attrs.define(repr=False)
+class ServerContext(LazyRepr):
     """State shared by all server blocks of one Corefile."""
 
     reactor: Any
@@ -94,8 +95,8 @@ class ServerContext:
         self.services.append(service)
 
 
-@attrs.define
-class SetupContext:
+@attrs.define(repr=False)
+class SetupContext(LazyRepr):
     """One server block being built: its zones and what its directives add."""
 
     server: ServerContext

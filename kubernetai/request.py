@@ -16,6 +16,7 @@ from twisted.names import dns
 from twisted.python.failure import Failure
 
 from kubernetai import wire
+from kubernetai.lazy_repr import LazyRepr
 
 __all__ = [
     "MAX_CHASE_DEPTH",
@@ -34,8 +35,8 @@ __all__ = [
 MAX_CHASE_DEPTH = 8
 
 
-@attrs.define
-class Trace:
+@attrs.define(repr=False)
+class Trace(LazyRepr):
     """Which resolvers a query consulted, to decide whether its answer may be cached.
 
     A resolver opts in with ``cache_version()``: its answers then depend
@@ -70,8 +71,8 @@ class Trace:
             self.versions.append((version, version()))
 
 
-@attrs.define(eq=False)
-class RequestInfo:
+@attrs.define(eq=False, repr=False)
+class RequestInfo(LazyRepr):
     """Who asked and how, for plugins that answer by it (whoami, transfer, autopath).
 
     Read-only by convention (``chased`` makes another); not attrs-frozen,
@@ -125,8 +126,8 @@ def rcode_name(rcode: int) -> str:
     return RCODE_NAMES.get(rcode, f"RCODE{rcode}")
 
 
-@attrs.frozen
-class QueryEvent:
+@attrs.frozen(repr=False)
+class QueryEvent(LazyRepr):
     """One answered query, as the ``log`` and ``errors`` plugins see it."""
 
     remote: str

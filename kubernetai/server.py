@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 from kubernetai import outcome, shortpath, wire
 from kubernetai.answercache import AnswerCache, CachedAnswer
+from kubernetai.lazy_repr import LazyRepr
 from kubernetai.metrics import QueryMeter
 from kubernetai.metrics import head as metric_head
 from kubernetai.request import QueryEvent, RequestInfo, Trace, rcode_name, request_info
@@ -39,8 +40,8 @@ __all__ = ["Block", "KubeDNSServerFactory", "DNSDatagramServerProtocol", "DNSStr
 log = Logger()
 
 
-@attrs.define
-class Block:
+@attrs.define(repr=False)
+class Block(LazyRepr):
     """A server block at run time: its zones and its resolver chain."""
 
     zones: tuple[str, ...]

@@ -19,6 +19,8 @@ from typing import Any, NamedTuple, cast
 import attrs
 from twisted.names import dns
 
+from kubernetai.lazy_repr import LazyRepr
+
 __all__ = [
     "Request",
     "Malformed",
@@ -69,8 +71,8 @@ class Request(NamedTuple):
         return udp_limit_of(self.edns_payload) if self.has_edns else 512
 
 
-@attrs.frozen
-class Malformed:
+@attrs.frozen(repr=False)
+class Malformed(LazyRepr):
     """A packet whose header is readable but whose body is not: FORMERR."""
 
     id: int

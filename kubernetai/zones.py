@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
+from kubernetai.lazy_repr import LazyRepr
+
 __all__ = [
     "ZoneError",
     "ServerKey",
@@ -87,8 +89,8 @@ def zones_of(text: str) -> list[str]:
     return [zone]
 
 
-@attrs.frozen
-class ServerKey:
+@attrs.frozen(repr=False)
+class ServerKey(LazyRepr):
     """A parsed server-block key: transport, zones, port."""
 
     transport: str

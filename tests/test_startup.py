@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_relax_and_restore():
+    startup_gc.restore()  # importing kubernetai.tap (another test) relaxed it until a first sync
     before = gc.get_threshold()
     try:
         startup_gc.relax()
@@ -89,3 +90,30 @@ print("kubernetai.cluster.kubeconfig" in sys.modules)
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True, cwd=ROOT
     ).stdout
     assert out.split() == ["False"]
+
+
+def test_lazy_repr_writes_what_attrs_would():
+    """Classes whose repr is made on first use (kubernetai.lazy_repr) read as attrs' own, secrets left out."""
+    import attrs
+
+    from kubernetai.lazy_repr import LazyRepr
+
+    def fields(cls):
+        cls.__annotations__ = {"a": "int", "b": "str", "token": "bytes", "_hidden": "tuple", "n": "int"}
+        cls.b, cls._hidden = "x", ()
+        cls.token = attrs.field(default=b"s3cret", repr=False)
+        cls.n = attrs.field(default=3, repr=lambda v: f"<{v}>")
+        return cls
+
+    @attrs.define
+    @fields
+    class Eager:
+        pass
+
+    @attrs.frozen(repr=False)
+    @fields
+    class Lazy(LazyRepr):
+        pass
+
+    assert repr(Lazy(1)) == repr(Eager(1)).replace("Eager(", "Lazy(") == "Lazy(a=1, b='x', _hidden=(), n=<3>)"
+    assert not hasattr(Lazy(1), "__dict__")  # still slotted

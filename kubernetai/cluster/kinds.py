@@ -18,12 +18,13 @@ import attrs
 from kubernetai.cluster import objects
 from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.selectors import Selector, parse_selector
+from kubernetai.lazy_repr import LazyRepr
 
 __all__ = ["KINDS", "Kind", "convert", "needed", "selected"]
 
 
-@attrs.frozen
-class Kind:
+@attrs.frozen(repr=False)
+class Kind(LazyRepr):
     name: str
     api: str  # "/api/v1" or "/apis/<group>/<version>"
     plural: str

@@ -25,6 +25,7 @@ from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 
 from kubernetai import __version__
 from kubernetai.cluster.kubeconfig import Connection
+from kubernetai.lazy_repr import LazyRepr
 
 __all__ = ["TokenBucket", "ApiClient", "ApiError", "http_client_for"]
 
@@ -40,8 +41,8 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
 
-@attrs.define
-class TokenBucket:
+@attrs.define(repr=False)
+class TokenBucket(LazyRepr):
     """Requests per second with a burst; qps 0 means unlimited."""
 
     clock: Any
@@ -99,8 +100,8 @@ _UNREACHABLE = (
 )
 
 
-@attrs.define
-class ApiClient:
+@attrs.define(repr=False)
+class ApiClient(LazyRepr):
     """GETs against one API server with its credentials and limits."""
 
     conn: Connection

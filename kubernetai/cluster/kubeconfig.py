@@ -37,6 +37,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from kubernetai.cluster.options import KubernetesOptions
+from kubernetai.lazy_repr import LazyRepr
 
 __all__ = [
     "ConfigError",
@@ -84,8 +85,8 @@ class NoAuth:
         return None
 
 
-@attrs.define
-class StaticAuth(NoAuth):
+@attrs.define(repr=False)
+class StaticAuth(NoAuth, LazyRepr):
     """A bearer token or basic-auth value written in the kubeconfig."""
 
     value: bytes = attrs.field(repr=False)
@@ -94,8 +95,8 @@ class StaticAuth(NoAuth):
         return defer.succeed(self.value)
 
 
-@attrs.define
-class TokenFileAuth(NoAuth):
+@attrs.define(repr=False)
+class TokenFileAuth(NoAuth, LazyRepr):
     """A bearer token file, re-read when it changes, at least every minute, and after a 401."""
 
     path: str
@@ -123,8 +124,8 @@ class TokenFileAuth(NoAuth):
         self._token = None
 
 
-@attrs.define
-class ExecAuth(NoAuth):
+@attrs.define(repr=False)
+class ExecAuth(NoAuth, LazyRepr):
     """A client-go exec credential plugin, run without blocking the reactor."""
 
     spec: Mapping[str, Any] = attrs.field(repr=False)
@@ -232,8 +233,8 @@ def _split_pem(data: bytes) -> list[bytes]:
     return [part + marker for part in data.split(marker) if b"-----BEGIN CERTIFICATE-----" in part]
 
 
-@attrs.define
-class TLSFiles:
+@attrs.define(repr=False)
+class TLSFiles(LazyRepr):
     """CA bundle and client certificate files; re-read per new connection when changed."""
 
     ca_file: str = ""
@@ -247,8 +248,8 @@ class TLSFiles:
 
 
 @implementer(IPolicyForHTTPS)
-@attrs.define
-class ClusterTLSPolicy:
+@attrs.define(repr=False)
+class ClusterTLSPolicy(LazyRepr):
     """Verifies the API server against its CA (IP SANs too) and presents a client certificate.
 
     ``BrowserLikePolicyForHTTPS`` takes no client certificate; this does
@@ -294,8 +295,8 @@ class ClusterTLSPolicy:
         return optionsForClientTLS(name, trustRoot=roots, clientCertificate=client)
 
 
-@attrs.define
-class Connection:
+@attrs.define(repr=False)
+class Connection(LazyRepr):
     """One cluster's API: base URL(s), credentials, TLS files, and a loggable name.
 
     With several endpoints (``endpoint A B C``; CoreDNS uses only the first),
@@ -376,8 +377,8 @@ def _in_cluster(reactor: Any, environ: Mapping[str, str]) -> Connection:
 MAX_KUBECONFIG = 4 * 2**20
 
 
-@attrs.define
-class KubeconfigAuth:
+@attrs.define(repr=False)
+class KubeconfigAuth(LazyRepr):
     """A kubeconfig user's credentials, read again from the file when it has changed.
 
     Asked after a 401 (``invalidate``): a token fixed in the kubeconfig itself

@@ -20,6 +20,7 @@ from kubernetai.cluster.names import InvalidRequest, RecordRequest, parse_reques
 from kubernetai.cluster.objects import Endpoint, EndpointSlice, Port, Service, is_packed
 from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.store import ClusterStore
+from kubernetai.lazy_repr import LazyRepr
 from kubernetai.question import Question
 
 __all__ = ["Hit", "NoSuchName", "View", "endpoint_hostname", "port_matches", "reverse_address"]
@@ -112,8 +113,8 @@ def reverse_address(lname: str) -> str | None:
     return None
 
 
-@attrs.define
-class View:
+@attrs.define(repr=False)
+class View(LazyRepr):
     """One stanza's store and options, with the lookups CoreDNS's findServices makes."""
 
     store: ClusterStore

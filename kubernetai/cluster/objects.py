@@ -15,6 +15,8 @@ from typing import Any
 
 import attrs
 
+from kubernetai.lazy_repr import LazyRepr
+
 __all__ = [
     "Port",
     "Service",
@@ -39,15 +41,15 @@ class ObjectError(ValueError):
     """An API object lacks a field DNS needs; the event is skipped and logged."""
 
 
-@attrs.frozen(slots=True)
-class Port:
+@attrs.frozen(slots=True, repr=False)
+class Port(LazyRepr):
     name: str
     protocol: str
     port: int
 
 
-@attrs.frozen(slots=True)
-class Service:
+@attrs.frozen(slots=True, repr=False)
+class Service(LazyRepr):
     namespace: str
     name: str
     type: str
@@ -67,8 +69,8 @@ class Service:
         return self.type != "ExternalName" and (not self.cluster_ips or self.cluster_ips[0] == "None")
 
 
-@attrs.frozen(slots=True)
-class Endpoint:
+@attrs.frozen(slots=True, repr=False)
+class Endpoint(LazyRepr):
     addresses: tuple[str, ...]
     hostname: str = ""
     ready: bool = True
@@ -76,8 +78,8 @@ class Endpoint:
     zone: str = ""
 
 
-@attrs.frozen(slots=True)
-class EndpointSlice:
+@attrs.frozen(slots=True, repr=False)
+class EndpointSlice(LazyRepr):
     namespace: str
     name: str
     service: str
@@ -98,8 +100,8 @@ class EndpointSlice:
         return (self.namespace, self.name)
 
 
-@attrs.frozen(slots=True)
-class Pod:
+@attrs.frozen(slots=True, repr=False)
+class Pod(LazyRepr):
     namespace: str
     name: str
     ips: tuple[str, ...]
@@ -109,8 +111,8 @@ class Pod:
         return (self.namespace, self.name)
 
 
-@attrs.frozen(slots=True)
-class Namespace:
+@attrs.frozen(slots=True, repr=False)
+class Namespace(LazyRepr):
     name: str
 
     @property
@@ -118,8 +120,8 @@ class Namespace:
         return ("", self.name)
 
 
-@attrs.frozen(slots=True)
-class ServiceImport:
+@attrs.frozen(slots=True, repr=False)
+class ServiceImport(LazyRepr):
     namespace: str
     name: str
     type: str  # ClusterSetIP or Headless

@@ -18,6 +18,7 @@ import attrs
 from kubernetai.cluster.selectors import Selector, SelectorError, parse_selector
 from kubernetai.corefile import Directive
 from kubernetai.fallthrough import Fallthrough
+from kubernetai.lazy_repr import LazyRepr
 from kubernetai.values import arg_count, duration, zone_args
 
 __all__ = ["KubernetesOptions", "parse_options", "PODS_MODES", "PROPERTIES"]
@@ -26,8 +27,8 @@ PODS_MODES = ("disabled", "insecure", "verified")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,62}")
 
 
-@attrs.frozen
-class KubernetesOptions:
+@attrs.frozen(repr=False)
+class KubernetesOptions(LazyRepr):
     """Everything one stanza was configured with."""
 
     zones: tuple[str, ...]

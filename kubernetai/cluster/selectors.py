@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
+from kubernetai.lazy_repr import LazyRepr
+
 __all__ = ["SelectorError", "Requirement", "Selector", "parse_selector"]
 
 _KEY = re.compile(r"^([a-z0-9A-Z]([-a-z0-9A-Z_.]*[a-z0-9A-Z])?/)?[a-z0-9A-Z]([-a-z0-9A-Z_.]{0,61}[a-z0-9A-Z])?$")
@@ -24,8 +26,8 @@ class SelectorError(ValueError):
     """The selector does not parse; the message says where."""
 
 
-@attrs.frozen
-class Requirement:
+@attrs.frozen(repr=False)
+class Requirement(LazyRepr):
     key: str
     op: str  # exists, !, =, !=, in, notin, gt, lt
     values: tuple[str, ...] = ()
@@ -59,8 +61,8 @@ class Requirement:
         return have > want if self.op == "gt" else have < want
 
 
-@attrs.frozen
-class Selector:
+@attrs.frozen(repr=False)
+class Selector(LazyRepr):
     requirements: tuple[Requirement, ...] = ()
 
     def __str__(self) -> str:

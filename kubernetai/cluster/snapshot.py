@@ -29,6 +29,7 @@ from kubernetai.cluster import kinds
 from kubernetai.cluster.objects import ObjectError
 from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.store import ClusterStore
+from kubernetai.lazy_repr import LazyRepr
 from kubernetai.memory import release_memory
 
 __all__ = ["ManifestError", "read_documents", "ManifestSource", "expand"]
@@ -144,8 +145,8 @@ def _shares_nodes(doc: Any) -> bool:
 MAX_MANIFEST = 64 * 2**20  # bytes per file: a List of 10,000 Services and their slices is ~20 MB
 
 
-@attrs.frozen
-class FileRead:
+@attrs.frozen(repr=False)
+class FileRead(LazyRepr):
     """What the worker made of one file; ``objects`` None when its bytes did not change."""
 
     objects: list[tuple[str, Any]] | None = None
@@ -241,8 +242,8 @@ def _shrink(
     return out, unknown, warnings
 
 
-@attrs.define(eq=False)
-class ManifestSource(Service):
+@attrs.define(eq=False, repr=False)
+class ManifestSource(Service, LazyRepr):
     """Feeds one stanza's store from manifest files, and keeps it current."""
 
     patterns: tuple[str, ...]

@@ -20,6 +20,7 @@ import attrs
 from kubernetai.changes import bucket, changed, changed_all, changed_key
 from kubernetai.cluster.kinds import KINDS
 from kubernetai.cluster.objects import EndpointSlice, Namespace, Pod, Service, ServiceImport
+from kubernetai.lazy_repr import LazyRepr
 
 __all__ = ["ClusterStore", "INDEXES", "Index", "Scope"]
 
@@ -27,8 +28,8 @@ __all__ = ["ClusterStore", "INDEXES", "Index", "Scope"]
 Scope = tuple[str, str]
 
 
-@attrs.frozen
-class Index:
+@attrs.frozen(repr=False)
+class Index(LazyRepr):
     """objects of ``kind`` by each of ``keys(obj)``, each bucket keyed by ``slot(obj)``."""
 
     name: str
@@ -85,8 +86,8 @@ class FineVersion:
         return s.sync_epoch + s.namespace_generation.get(self._namespace, 0) + s.service_generation.get(self._key, 0)
 
 
-@attrs.define(eq=False)
-class ClusterStore:
+@attrs.define(eq=False, repr=False)
+class ClusterStore(LazyRepr):
     """Indexed objects of one cluster, plus sync state and a change counter."""
 
     clock: Callable[[], float] = time.time
@@ -300,8 +301,8 @@ def _discard(index: dict, outer: Any, inner: Any, slot: Callable[[Any], Any]) ->
         del index[outer]
 
 
-@attrs.define
-class Relist:
+@attrs.define(repr=False)
+class Relist(LazyRepr):
     """A relist in progress: pages upserted as they come, deletions at the end."""
 
     store: ClusterStore

@@ -35,6 +35,7 @@ from kubernetai.cluster import kinds
 from kubernetai.cluster.kubeapi import ApiClient, ApiError
 from kubernetai.cluster.objects import ObjectError
 from kubernetai.cluster.store import ClusterStore
+from kubernetai.lazy_repr import LazyRepr
 from kubernetai.memory import release_memory
 from kubernetai.metrics import PROGRAMMING_BUCKETS, Histogram, histogram_in
 
@@ -65,8 +66,8 @@ class IdleTimeout(Exception):
     """The watch stream was silent for too long."""
 
 
-@attrs.frozen
-class ResourceSpec:
+@attrs.frozen(repr=False)
+class ResourceSpec(LazyRepr):
     """One list/watch target: a kind at a path, maybe a namespace and a selector."""
 
     kind: str
@@ -100,8 +101,8 @@ class ResourceSpec:
         return f"{self.plural}{where}{sel}"
 
 
-@attrs.define
-class Backoff:
+@attrs.define(repr=False)
+class Backoff(LazyRepr):
     """About ``base`` doubling to ``cap``, with ±20% jitter."""
 
     base: float = 1.0
@@ -178,8 +179,8 @@ class _EventStream(Protocol):
             self.done.errback(reason or Failure(WatchError("watch stream lost")))
 
 
-@attrs.define(eq=False)
-class Watcher(Service):
+@attrs.define(eq=False, repr=False)
+class Watcher(Service, LazyRepr):
     """Keeps ``store`` in step with one resource; a twisted Service."""
 
     watches_api = True  # how a stanza tells its watchers from other children without importing this module

@@ -19,6 +19,7 @@ import attrs
 from twisted.names import dns
 
 from kubernetai.corefile import Directive
+from kubernetai.lazy_repr import LazyRepr
 from kubernetai.plugin import SetupContext
 from kubernetai.values import arg_count, zone_args
 from kubernetai.zones import is_subdomain
@@ -27,8 +28,8 @@ ACTIONS = ("allow", "block", "filter", "drop")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@attrs.frozen
-class Rule:
+@attrs.frozen(repr=False)
+class Rule(LazyRepr):
     action: str
     types: frozenset[int] = frozenset()  # empty: every type
     nets: tuple[Network, ...] = ()  # empty: every source
@@ -41,14 +42,14 @@ class Rule:
         return True
 
 
-@attrs.frozen
-class Policy:
+@attrs.frozen(repr=False)
+class Policy(LazyRepr):
     zones: tuple[str, ...]
     rules: tuple[Rule, ...]
 
 
-@attrs.define
-class Acl:
+@attrs.define(repr=False)
+class Acl(LazyRepr):
     """Every ``acl`` of a block: ``decide(client, qtype, lname)`` → allow, block, filter or drop."""
 
     policies: list[Policy] = attrs.Factory(list)

@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from kubernetai import outcome
 from kubernetai.changes import store_derived
 from kubernetai.corefile import Directive
+from kubernetai.lazy_repr import LazyRepr
 from kubernetai.plugin import SetupContext
 from kubernetai.question import decode
 from kubernetai.request import current_request
@@ -44,8 +45,8 @@ MAX_SERVFAIL = 300.0
 PROPERTIES = {"success", "denial", "prefetch", "serve_stale", "servfail", "disable", "keepttl"}
 
 
-@attrs.frozen
-class Kind:
+@attrs.frozen(repr=False)
+class Kind(LazyRepr):
     """``success`` or ``denial``: capacity and TTL bounds."""
 
     capacity: int
@@ -53,8 +54,8 @@ class Kind:
     min_ttl: int
 
 
-@attrs.define
-class Item:
+@attrs.define(repr=False)
+class Item(LazyRepr):
     rcode: int
     answers: list[dns.RRHeader]
     authority: list[dns.RRHeader]
@@ -84,8 +85,8 @@ def _aged(rrs: Sequence[dns.RRHeader], ttl: int) -> list[dns.RRHeader]:
     return [dns.RRHeader(rr.name.name, rr.type, rr.cls, ttl, rr.payload, rr.auth) for rr in rrs]
 
 
-@attrs.define(eq=False)
-class CacheResolver(common.ResolverBase):
+@attrs.define(eq=False, repr=False)
+class CacheResolver(common.ResolverBase, LazyRepr):
     """The ``cache`` plugin: answers from its store, or asks ``rest`` (the resolvers after it) and keeps the answer."""
 
     plugin_name = "cache"

@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from kubernetai.corefile import Directive
+from kubernetai.lazy_repr import LazyRepr
 from kubernetai.plugin import SetupContext
 from kubernetai.request import QueryEvent
 from kubernetai.values import arg_count, check_known, duration
@@ -21,16 +22,16 @@ log = Logger(namespace="kubernetai.errors")
 LEVELS = {"warning", "error", "info", "debug"}
 
 
-@attrs.define
-class Consolidation:
+@attrs.define(repr=False)
+class Consolidation(LazyRepr):
     period: float
     pattern: re.Pattern
     level: str
     count: int = 0
 
 
-@attrs.define
-class ErrorLogger:
+@attrs.define(repr=False)
+class ErrorLogger(LazyRepr):
     clock: IReactorTime
     stacktrace: bool = False
     rules: list[Consolidation] = attrs.Factory(list)

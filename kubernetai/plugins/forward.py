@@ -23,6 +23,7 @@ from twisted.names import client, dns, error
 
 from kubernetai import outcome
 from kubernetai.corefile import Directive
+from kubernetai.lazy_repr import LazyRepr
 from kubernetai.metrics import TIME_BUCKETS, Histogram, histogram_in
 from kubernetai.plugin import SetupContext
 from kubernetai.question import Question, ZoneResolver
@@ -60,8 +61,8 @@ class _QuietClient(client.Resolver):
         return proto
 
 
-@attrs.define
-class ForwardResolver(ZoneResolver):
+@attrs.define(repr=False)
+class ForwardResolver(ZoneResolver, LazyRepr):
     """Relays queries under ``zone`` to upstream DNS servers."""
 
     plugin_name = "forward"  # the ``plugin`` label of coredns_dns_responses_total

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from kubernetai import wire
 from kubernetai.corefile import Directive
+from kubernetai.lazy_repr import LazyRepr
 from kubernetai.metrics import SLIM_TIME_BUCKETS, Histogram
 from kubernetai.plugin import SetupContext
 from kubernetai.plugins.http import Page, mount
@@ -28,8 +29,8 @@ DEFAULT_ADDRESS = ":8080"
 log = Logger()
 
 
-@attrs.define
-class Health:
+@attrs.define(repr=False)
+class Health(LazyRepr):
     lameduck: float = 0.0
     stopping: bool = False
 

@@ -24,6 +24,7 @@ from twisted.names import dns
 from kubernetai import outcome
 from kubernetai.corefile import Directive
 from kubernetai.fallthrough import Fallthrough
+from kubernetai.lazy_repr import LazyRepr
 from kubernetai.plugin import SetupContext
 from kubernetai.question import Question, ZoneResolver
 from kubernetai.rr import soa
@@ -34,8 +35,8 @@ log = Logger(namespace="kubernetai.hosts")
 PROPERTIES = {"ttl", "no_reverse", "reload", "fallthrough"}
 
 
-@attrs.define
-class HostsTable:
+@attrs.define(repr=False)
+class HostsTable(LazyRepr):
     """name → addresses and reverse name → names, from text lines."""
 
     v4: dict[str, list[str]] = attrs.Factory(dict)
@@ -81,8 +82,8 @@ def file_problem(st: os.stat_result | None) -> str:
     return ""
 
 
-@attrs.define
-class HostsResolver(ZoneResolver):
+@attrs.define(repr=False)
+class HostsResolver(ZoneResolver, LazyRepr):
     """An IResolver over a hosts file plus inline entries."""
 
     plugin_name = "hosts"  # the ``plugin`` label of coredns_dns_responses_total

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.names import dns
 
 from kubernetai.corefile import Directive
+from kubernetai.lazy_repr import LazyRepr
 from kubernetai.plugin import SetupContext
 from kubernetai.request import QueryEvent, rcode_name
 from kubernetai.values import check_known
@@ -70,8 +71,8 @@ def render(fmt: str, event: QueryEvent) -> str:
     return _FIELD.sub(lambda m: values.get(m.group(1), m.group(0)), fmt)
 
 
-@attrs.frozen
-class LogRule:
+@attrs.frozen(repr=False)
+class LogRule(LazyRepr):
     names: tuple[str, ...]
     fmt: str
     classes: frozenset[str]
