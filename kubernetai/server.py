@@ -289,7 +289,7 @@ class KubeDNSServerFactory(DNSServerFactory):
     def _handle(self, data: bytes, address: tuple, proto: str) -> defer.Deferred:
         if self.short_path:
             try:
-                out = shortpath.answer(self, data, proto)
+                out = shortpath.answer(self, data, address, proto)
             except Exception:
                 self.panics += 1
                 log.failure("the short path failed on a packet from {address}; answering it the general way",
@@ -362,6 +362,52 @@ class KubeDNSServerFactory(DNSServerFactory):
                 request_info.reset(token)
         d.addBoth(self._finish, data, req, block, zone, qname, address, proto, start, info)
         return d
+
+    def short_answered(
+        self,
+        block: Block,
+        zone: str,
+        data: bytes,
+        address: tuple,
+        proto: str,
+        start: float,
+        out: bytes,
+        name: bytes,
+        qtype: int,
+        edns_payload: int | None,
+        dnssec_ok: bool,
+        ancount: int,
+        answered_by: object,
+    ) -> tuple[Any, Any]:
+        """An answer of the short path (shortpath.py) observed and counted as ``_finish`` would.
+
+        Returns its metric head and running sums for the cache entry (None, None: not metered).
+        """
+        rcode = out[3] & 0xF
+        if block.observers:
+            question = dns.Query(name, qtype, dns.IN)
+            req = wire.Request(
+                (data[0] << 8) | data[1],
+                dns.OP_QUERY,
+                bool(data[2] & 0x01),
+                bool(data[3] & 0x10),
+                question,
+                len(data),
+                edns_version=None if edns_payload is None else 0,
+                edns_payload=512 if edns_payload is None else edns_payload,
+                dnssec_ok=dnssec_ok,
+            )
+            ans = _Answer(rcode, True, (None,) * ancount)  # type: ignore[arg-type]
+            self._observe(block, req, ans, address, proto, out, False, start)
+        if not block.metered or self.meter is None:
+            return None, None
+        by = answered_by
+        head = metric_head(
+            zone, proto, qtype, dnssec_ok, rcode_name(rcode), getattr(by, "plugin_name", ""),
+            getattr(by, "cluster_name", ""), len(out),
+        )  # fmt: skip
+        self.meter.count(head, _family(address), len(data), len(out), self._now() - start)
+        return head, self.meter.sums_for(head)
 
     def _finish(
         self,

@@ -7,7 +7,8 @@ bench/uncached.py --floor).  For the questions asked most — a Service's own
 name, its NODATA and NXDOMAIN neighbours (kubernetai.cluster.short) — in a
 server block with nothing to do but answer (no acl, log, errors, loadbalance
 or prometheus), this module reads the query, asks the chain's stanzas in
-order with the chain's rules, writes the answer and keeps it in the answer
+order with the chain's rules, writes the answer, has the server count and
+observe it (``prometheus``, ``log``, ``errors``) and keeps it in the answer
 cache, exactly as the general path would: tests/test_short_path.py checks
 both paths give the same bytes and cache entries.  Anything else, or any
 doubt, is None and the general path answers.
@@ -40,8 +41,8 @@ _NAME_OCTETS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-
 _TYPES = NODATA_TYPES | {dns.A, dns.AAAA, dns.SRV}
 
 
-def answer(factory: Any, data: bytes, proto: str) -> bytes | None:
-    """The answer to ``data`` through the short path (and cached), or None: the general path answers.
+def answer(factory: Any, data: bytes, address: tuple, proto: str) -> bytes | None:
+    """The answer to ``data`` through the short path (counted, observed, cached), or None: the general path answers.
 
     ``factory`` is the ``KubeDNSServerFactory``; its answer cache was just
     asked and missed (its ``remember`` reuses the key that lookup made).
@@ -69,6 +70,7 @@ def answer(factory: Any, data: bytes, proto: str) -> bytes | None:
     arcount = data[10:12]
     edns = False
     dnssec_ok = False
+    payload = 512
     limit = 65535 if proto != "udp" else 512
     if arcount == b"\x00\x00":
         if question_end != n:
@@ -105,19 +107,21 @@ def answer(factory: Any, data: bytes, proto: str) -> bytes | None:
     found = factory._zone_and_block(lname)
     if found is None:
         return None
-    block = found[1]
-    if block.gate is not None or block.observers or block.rotate or (block.metered and factory.meter is not None):
+    zone, block = found
+    if block.gate is not None or block.rotate:  # acl and loadbalance: the general path
         return None
     chain = block.resolver
     if type(chain) is not RequestChain:
         return None
+    start = factory._now() if block.observers or block.metered else 0.0
     versions: list[tuple[Any, object]] = []
     zone_labels: int | None = None
     result: Short | None = None
     fallen: Short | None = None  # the last NXDOMAIN passed on (a later "not mine" keeps it)
+    answered_by: Any = None
     for r in chain.resolvers:
         if type(r) is not KubernetesResolver:
-            return None  # another resolver, or one of ours changed: the general path asks it
+            return None  # another resolver (forward, hosts...), or one of ours changed: the general path
         got = short_answer(r, lname, text, qtype)
         if got is None:
             return None
@@ -125,6 +129,7 @@ def answer(factory: Any, data: bytes, proto: str) -> bytes | None:
             versions.append((r.cache_version, r.cache_version()))
             continue
         assert isinstance(got, Short)
+        answered_by = r
         versions.append(got.version)
         zone_labels = got.zone_labels if zone_labels is None else min(zone_labels, got.zone_labels)
         if got.fallthrough:
@@ -154,8 +159,25 @@ def answer(factory: Any, data: bytes, proto: str) -> bytes | None:
     out = data[:2] + bytes((byte3, byte4)) + counts + body + opt
     if len(out) > limit:
         return None  # the general path truncates
+    head = sums = None
+    if block.observers or block.metered:
+        ancount = result.ancount + len(result.srv)
+        edns_payload = payload if edns else None
+        head, sums = factory.short_answered(
+            block, zone, data, address, proto, start, out, name, qtype, edns_payload, dnssec_ok, ancount, answered_by
+        )
     factory.answer_cache.remember(
-        data, proto, out, versions, zone_labels or 0, block, qtype=qtype, lname=lname, plain=True
+        data,
+        proto,
+        out,
+        versions,
+        zone_labels or 0,
+        block,
+        qtype=qtype,
+        lname=lname,
+        metric_head=head,
+        metric_sums=sums,
+        plain=head is None and not block.observers,
     )
     return out
 

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import random
 
+import attrs
 import dns.edns
 import dns.message
 import dns.rdatatype
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet import task
+from twisted.names import dns as tdns
 
 from kubernetai import shortpath
 from kubernetai.chain import chain
@@ -30,9 +32,11 @@ from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.resolver import KubernetesResolver
 from kubernetai.cluster.store import ClusterStore, FineVersion
 from kubernetai.fallthrough import Fallthrough
+from kubernetai.metrics import QueryMeter
 from kubernetai.server import Block, KubeDNSServerFactory
 
 from .fakeapi import namespace, service, slice_
+from .test_server import TableResolver
 
 NAMES = ("web", "api", "db", "nope")
 NAMESPACES = ("ns0", "ns1", "gone")
@@ -152,15 +156,34 @@ def queries(draw):
     return q.to_wire(), draw(st.sampled_from(("udp", "udp", "tcp")))
 
 
-def factory(resolvers, recursive, short):
-    f = KubeDNSServerFactory(blocks=[Block((".",), chain(list(resolvers)), recursive=recursive)], clock=task.Clock())
+def factory(resolvers, recursive, short, metered=False, observed=False):
+    """A server of one block over ``resolvers``; ``metered``: with prometheus; ``observed``: a log of its events."""
+    block = Block((".",), chain(list(resolvers)), recursive=recursive, metered=metered)
+    f = KubeDNSServerFactory(blocks=[block], clock=task.Clock())
     f.short_path = short
+    if metered:
+        f.meter = QueryMeter("dns://:53")
+    f.events = []
+    if observed:
+        block.observers.append(f.events.append)
     return f
+
+
+def accounted(f):
+    """What a server counted and told its observers, comparable across two servers."""
+    events = [
+        attrs.evolve(e, failure=None if e.failure is None else (type(e.failure.value), str(e.failure.value)))
+        for e in f.events
+    ]
+    return events, (f.meter.counts, f.meter.sums) if f.meter is not None else None
+
+
+ADDRESS = ("127.0.0.1", 5353)
 
 
 def answered(f, data, proto):
     got = []
-    f.handle_packet(data, ("127.0.0.1", 5353), proto).addCallback(got.append)
+    f.handle_packet(data, ADDRESS, proto).addCallback(got.append)
     assert len(got) == 1
     return got[0]
 
@@ -184,15 +207,28 @@ def entries(f):
     return out
 
 
+# After the stanzas, a resolver of another kind (forward, hosts...): asked only when they pass the name on.
+AFTER = TableResolver("cluster.local.", {("web.ns0.svc.cluster.local", tdns.A): [tdns.Record_A("192.0.2.1")]})
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(stanzas(), min_size=1, max_size=2), st.lists(queries(), min_size=1, max_size=8), st.booleans())
-def test_short_path_answers_as_the_general_path(resolvers, asked, recursive):
-    short, general = factory(resolvers, recursive, True), factory(resolvers, recursive, False)
+@given(
+    st.lists(stanzas(), min_size=1, max_size=2),
+    st.lists(queries(), min_size=1, max_size=8),
+    st.booleans(),
+    st.sampled_from(((False, False, False), (True, True, False), (True, False, True), (False, True, True))),
+)
+def test_short_path_answers_as_the_general_path(resolvers, asked, recursive, kinds):
+    metered, observed, after = kinds
+    resolvers = resolvers + [AFTER] if after else resolvers
+    short = factory(resolvers, recursive, True, metered, observed)
+    general = factory(resolvers, recursive, False, metered, observed)
     for data, proto in asked:
         first = answered(general, data, proto)
         assert answered(short, data, proto) == first, (data, proto)
         assert answered(short, data, proto) == answered(general, data, proto)  # and from the cache
     assert entries(short) == entries(general)
+    assert accounted(short) == accounted(general)
 
 
 def cluster():
@@ -220,7 +256,7 @@ def test_the_short_path_takes_the_common_questions_and_leaves_the_rest():
     }
     for (name, qtype), count in taken.items():
         data = dns.message.make_query(name, qtype, use_edns=0).to_wire()
-        out = shortpath.answer(f, data, "udp")
+        out = shortpath.answer(f, data, ADDRESS, "udp")
         assert out is not None, (name, qtype)
         assert len(dns.message.from_wire(out).answer) == count, (name, qtype)
     left = [
@@ -237,11 +273,14 @@ def test_the_short_path_takes_the_common_questions_and_leaves_the_rest():
     ]
     for name, qtype in left:
         data = dns.message.make_query(name, qtype).to_wire()
-        assert shortpath.answer(f, data, "udp") is None, (name, qtype)
-    # A block with more to do than answering is left to the general path.
-    f.blocks[0].observers.append(lambda event: None)
+        assert shortpath.answer(f, data, ADDRESS, "udp") is None, (name, qtype)
+    # A block that rotates its address records (loadbalance) or filters by client (acl) is left to the
+    # general path, as is a chain that reaches another kind of resolver.
     data = dns.message.make_query("web.ns0.svc.cluster.local", "A").to_wire()
-    assert shortpath.answer(f, data, "udp") is None
+    f.blocks[0].rotate = True
+    assert shortpath.answer(f, data, ADDRESS, "udp") is None
+    f = factory([KubernetesResolver(KubernetesOptions(zones=("example.org.",)), cluster()), AFTER], False, True)
+    assert shortpath.answer(f, data, ADDRESS, "udp") is None
 
 
 def rich_store(synced=True):
@@ -297,14 +336,16 @@ def test_every_common_question_of_a_rich_cluster_answers_the_same_both_ways():
     types = ("A", "AAAA", "SRV", "TXT", "HTTPS", "MX", "PTR")
     taken = 0
     for resolvers in chains:
-        for recursive in (False, True):
-            short, general = factory(resolvers, recursive, True), factory(resolvers, recursive, False)
+        for recursive, accounting in ((False, False), (True, True)):  # the second: prometheus and log
+            short = factory(resolvers, recursive, True, accounting, accounting)
+            general = factory(resolvers, recursive, False, accounting, accounting)
             for name in names:
                 for qtype in types:
                     for edns in (None, 0):
                         q = dns.message.make_query(name, qtype, use_edns=edns, want_dnssec=edns is not None)
                         data = q.to_wire()
-                        taken += shortpath.answer(factory(resolvers, recursive, True), data, "udp") is not None
+                        taken += shortpath.answer(factory(resolvers, recursive, True), data, ADDRESS, "udp") is not None
                         assert answered(short, data, "udp") == answered(general, data, "udp"), (name, qtype)
             assert entries(short) == entries(general)
+            assert accounted(short) == accounted(general)
     assert taken > 2000  # most of these are the short path's to answer
