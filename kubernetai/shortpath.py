@@ -4,14 +4,15 @@ An answer not cached goes through parsing into Twisted's objects, the
 request context, the chain, the stanza's lookups, records and encoding:
 ~60 µs in Python, of which the server's own share is half (issue 15,
 bench/uncached.py --floor).  For the questions asked most — a Service's own
-name, its NODATA and NXDOMAIN neighbours (kubernetai.cluster.short) — in a
-server block with nothing to do but answer (no acl, log, errors, loadbalance
-or prometheus), this module reads the query, asks the chain's stanzas in
-order with the chain's rules, writes the answer, has the server count and
-observe it (``prometheus``, ``log``, ``errors``) and keeps it in the answer
-cache, exactly as the general path would: tests/test_short_path.py checks
-both paths give the same bytes and cache entries.  Anything else, or any
-doubt, is None and the general path answers.
+name, its SRV, their NODATA and NXDOMAIN neighbours (kubernetai.cluster.short)
+— in a block whose chain's resolvers up to the answer are kubernetai stanzas
+(and whose ``acl``, if any, lets the query in), this module reads the query,
+asks the stanzas in order with the chain's rules, writes the answer (rotated
+for ``loadbalance``), has the server count and observe it (``prometheus``,
+``log``, ``errors``) and keeps it in the answer cache, exactly as the general
+path would: tests/test_short_path.py checks both paths give the same bytes,
+cache entries, counters and events.  Anything else, or any doubt, is None
+and the general path answers.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from kubernetai import wire
 from kubernetai.chain import RequestChain
 from kubernetai.cluster.resolver import KubernetesResolver
 from kubernetai.cluster.short import NODATA_TYPES, NOT_MINE, Short, short_answer
+from kubernetai.rotation import address_run
 
 __all__ = ["answer"]
 
@@ -108,8 +110,8 @@ def answer(factory: Any, data: bytes, address: tuple, proto: str) -> bytes | Non
     if found is None:
         return None
     zone, block = found
-    if block.gate is not None or block.rotate:  # acl and loadbalance: the general path
-        return None
+    if block.gate is not None and block.gate.decide(address[0] if address else "", qtype, lname) != "allow":
+        return None  # acl refuses, filters or drops it: the general path says how
     chain = block.resolver
     if type(chain) is not RequestChain:
         return None
@@ -142,7 +144,13 @@ def answer(factory: Any, data: bytes, address: tuple, proto: str) -> bytes | Non
             return None  # no stanza serves the name: the general path says SERVFAIL
         result = fallen
     body = bytearray(data[12:question_end])  # the question, as asked
-    body += result.written
+    written = result.written
+    if block.rotate and result.ancount + len(result.srv) > 1:  # loadbalance, as the general path's _respond
+        turn = block.next_rotation()
+        if result.ancount > 1:  # address records, all the same size: rotated among their places
+            cut = (turn % result.ancount) * (len(written) // result.ancount)
+            written = written[cut:] + written[:cut]
+    body += written
     if result.srv:
         _write_srv(body, name, labels, question_end, result)
     if result.soa is not None:
@@ -166,6 +174,7 @@ def answer(factory: Any, data: bytes, address: tuple, proto: str) -> bytes | Non
         head, sums = factory.short_answered(
             block, zone, data, address, proto, start, out, name, qtype, edns_payload, dnssec_ok, ancount, answered_by
         )
+    run = address_run(out) if block.rotate else None
     factory.answer_cache.remember(
         data,
         proto,
@@ -175,9 +184,10 @@ def answer(factory: Any, data: bytes, address: tuple, proto: str) -> bytes | Non
         block,
         qtype=qtype,
         lname=lname,
+        rotation_run=run,
         metric_head=head,
         metric_sums=sums,
-        plain=head is None and not block.observers,
+        plain=block.gate is None and run is None and not block.observers and head is None,
     )
     return out
 

@@ -156,9 +156,16 @@ def queries(draw):
     return q.to_wire(), draw(st.sampled_from(("udp", "udp", "tcp")))
 
 
-def factory(resolvers, recursive, short, metered=False, observed=False):
+class Gate:
+    """An acl that refuses AAAA, filters TXT, drops MX and lets the rest in (kubernetai.plugins.acl's ``decide``)."""
+
+    def decide(self, host, qtype, lname):
+        return {tdns.AAAA: "block", tdns.TXT: "filter", tdns.MX: "drop"}.get(qtype, "allow")
+
+
+def factory(resolvers, recursive, short, metered=False, observed=False, rotate=False, gate=None):
     """A server of one block over ``resolvers``; ``metered``: with prometheus; ``observed``: a log of its events."""
-    block = Block((".",), chain(list(resolvers)), recursive=recursive, metered=metered)
+    block = Block((".",), chain(list(resolvers)), recursive=recursive, metered=metered, rotate=rotate, gate=gate)
     f = KubeDNSServerFactory(blocks=[block], clock=task.Clock())
     f.short_path = short
     if metered:
@@ -217,18 +224,21 @@ AFTER = TableResolver("cluster.local.", {("web.ns0.svc.cluster.local", tdns.A): 
     st.lists(queries(), min_size=1, max_size=8),
     st.booleans(),
     st.sampled_from(((False, False, False), (True, True, False), (True, False, True), (False, True, True))),
+    st.sampled_from(((False, None), (True, None), (False, Gate()), (True, Gate()))),
 )
-def test_short_path_answers_as_the_general_path(resolvers, asked, recursive, kinds):
+def test_short_path_answers_as_the_general_path(resolvers, asked, recursive, kinds, filters):
     metered, observed, after = kinds
+    rotate, gate = filters
     resolvers = resolvers + [AFTER] if after else resolvers
-    short = factory(resolvers, recursive, True, metered, observed)
-    general = factory(resolvers, recursive, False, metered, observed)
+    short = factory(resolvers, recursive, True, metered, observed, rotate, gate)
+    general = factory(resolvers, recursive, False, metered, observed, rotate, gate)
     for data, proto in asked:
         first = answered(general, data, proto)
         assert answered(short, data, proto) == first, (data, proto)
         assert answered(short, data, proto) == answered(general, data, proto)  # and from the cache
     assert entries(short) == entries(general)
     assert accounted(short) == accounted(general)
+    assert short.blocks[0].rotation == general.blocks[0].rotation
 
 
 def cluster():
@@ -274,11 +284,12 @@ def test_the_short_path_takes_the_common_questions_and_leaves_the_rest():
     for name, qtype in left:
         data = dns.message.make_query(name, qtype).to_wire()
         assert shortpath.answer(f, data, ADDRESS, "udp") is None, (name, qtype)
-    # A block that rotates its address records (loadbalance) or filters by client (acl) is left to the
-    # general path, as is a chain that reaches another kind of resolver.
-    data = dns.message.make_query("web.ns0.svc.cluster.local", "A").to_wire()
-    f.blocks[0].rotate = True
+    # What acl does not let in is left to the general path, as is a chain that reaches another kind of resolver.
+    f.blocks[0].gate = Gate()
+    data = dns.message.make_query("web.ns0.svc.cluster.local", "AAAA").to_wire()
     assert shortpath.answer(f, data, ADDRESS, "udp") is None
+    data = dns.message.make_query("web.ns0.svc.cluster.local", "A").to_wire()
+    assert shortpath.answer(f, data, ADDRESS, "udp") is not None
     f = factory([KubernetesResolver(KubernetesOptions(zones=("example.org.",)), cluster()), AFTER], False, True)
     assert shortpath.answer(f, data, ADDRESS, "udp") is None
 
@@ -292,6 +303,7 @@ def rich_store(synced=True):
             "api", "ns0", ip=["10.96.0.2", "10.96.0.2", "10.96.0.3"], ports=[("http", "TCP", 80), ("h", "TCP", 80)]
         ),
         service("six", "ns1", ip=["fd00::2"], ports=[(None, "TCP", 8080)]),
+        service("multi", "ns0", ip=["10.96.0.5", "10.96.0.6"], ports=[("a", "TCP", 80), ("b", "TCP", 81)]),
         service("bare", "ns0", ip=["10.96.0.4"], ports=[]),
         service("db", "ns0", ip=None, ports=[("pg", "TCP", 5432)]),
         slice_("db", ["10.200.0.1", "10.200.0.2"], "ns0", ports=[("pg", "TCP", 5432)]),
@@ -322,11 +334,13 @@ def test_every_common_question_of_a_rich_cluster_answers_the_same_both_ways():
         [KubernetesResolver(default, rich_store(synced=False))],
     ]
     names = []
-    for svc in ("web", "api", "six", "bare", "db", "ext", "nope"):
+    for svc in ("web", "api", "six", "multi", "bare", "db", "ext", "nope"):
         for ns in ("ns0", "ns1", "gone"):
             names += [f"{svc}.{ns}.svc.cluster.local", f"{svc.upper()}.{ns}.svc.Cluster.LOCAL"]
             names += [
-                f"_{p}._{t}.{svc}.{ns}.svc.cluster.local" for p in ("http", "dns", "pg", "h") for t in ("tcp", "udp")
+                f"_{p}._{t}.{svc}.{ns}.svc.cluster.local"
+                for p in ("http", "dns", "pg", "h", "")
+                for t in ("tcp", "udp")
             ]
     names += [
         "_HTTP._TCP.web.NS0.svc.cluster.local",
@@ -336,9 +350,9 @@ def test_every_common_question_of_a_rich_cluster_answers_the_same_both_ways():
     types = ("A", "AAAA", "SRV", "TXT", "HTTPS", "MX", "PTR")
     taken = 0
     for resolvers in chains:
-        for recursive, accounting in ((False, False), (True, True)):  # the second: prometheus and log
-            short = factory(resolvers, recursive, True, accounting, accounting)
-            general = factory(resolvers, recursive, False, accounting, accounting)
+        for recursive, more in ((False, False), (True, True)):  # the second: prometheus, log, loadbalance, acl
+            short = factory(resolvers, recursive, True, more, more, more, Gate() if more else None)
+            general = factory(resolvers, recursive, False, more, more, more, Gate() if more else None)
             for name in names:
                 for qtype in types:
                     for edns in (None, 0):
@@ -348,4 +362,5 @@ def test_every_common_question_of_a_rich_cluster_answers_the_same_both_ways():
                         assert answered(short, data, "udp") == answered(general, data, "udp"), (name, qtype)
             assert entries(short) == entries(general)
             assert accounted(short) == accounted(general)
+            assert short.blocks[0].rotation == general.blocks[0].rotation
     assert taken > 2000  # most of these are the short path's to answer
