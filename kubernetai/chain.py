@@ -27,7 +27,7 @@ from kubernetai import outcome
 from kubernetai.question import Question, decode
 from kubernetai.request import RequestInfo, current_request, request_info
 
-__all__ = ["RequestChain", "chain"]
+__all__ = ["RequestChain", "chain", "class_says"]
 
 
 class RequestChain(resolve.ResolverChain):
@@ -64,7 +64,7 @@ class RequestChain(resolve.ResolverChain):
         q = query if query.cls == dns.IN else dns.Query(name, qtype, dns.IN)  # resolvers are asked class IN
         failure: Exception | None = None
         for i, r in enumerate(self.resolvers):
-            if not _direct(type(r)):
+            if not class_says(type(r), "direct_ok"):
                 d = _consult(r, q, None, info) if failure is None else _next(Failure(failure), r, q, None, info)
                 return self._rest(d, i, q, info)
             info.trace.consulted(r)
@@ -98,15 +98,19 @@ class RequestChain(resolve.ResolverChain):
 # As twisted.names.resolve.FailureHandler: the chain goes on to the next resolver only after these.
 _GOES_ON = (DomainError, defer.TimeoutError, NotImplementedError)
 
-_DIRECT: dict[type, bool] = {}
+_CLASS_SAYS: dict[tuple[type, str], bool] = {}
 
 
-def _direct(cls: type) -> bool:
-    """Whether resolvers of this class are asked through ``decide`` (their ``direct_ok``), judged once per class."""
-    found = _DIRECT.get(cls)
+def class_says(cls: type, question: str) -> bool:
+    """What a resolver class's classmethod ``question`` says (False if it has none), asked once per class.
+
+    ``direct_ok``: the chain may call its ``decide``; ``short_ok``: the
+    server's short path may call its ``short_answer`` (shortpath.py).
+    """
+    found = _CLASS_SAYS.get((cls, question))
     if found is None:
-        direct_ok = getattr(cls, "direct_ok", None)
-        found = _DIRECT[cls] = direct_ok is not None and bool(direct_ok())
+        ask = getattr(cls, question, None)
+        found = _CLASS_SAYS[(cls, question)] = ask is not None and bool(ask())
     return found
 
 

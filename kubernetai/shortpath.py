@@ -18,17 +18,15 @@ and the general path answers.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.names import dns
 
 from kubernetai import wire
-from kubernetai.chain import RequestChain
-from kubernetai.cluster.resolver import KubernetesResolver
-from kubernetai.cluster.short import NODATA_TYPES, NOT_MINE, Short, short_answer
+from kubernetai.chain import RequestChain, class_says
 from kubernetai.rotation import address_run
 
-__all__ = ["answer"]
+__all__ = ["NOT_MINE", "NotMine", "Short", "answer"]
 
 _ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
 _QTAIL = struct.Struct("!HH")
@@ -40,7 +38,37 @@ _OWNER_IS_QUESTION = b"\xc0\x0c"  # a pointer to the question's name
 # Octets a name may hold here: those of host names (and _ of service labels).  Anything else
 # (escapes, spaces, dots inside labels, non-ASCII) is rare and goes the general way.
 _NAME_OCTETS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
-_TYPES = NODATA_TYPES | {dns.A, dns.AAAA, dns.SRV}
+
+
+class NotMine:
+    """A resolver's short answer for a name in none of its zones: the chain asks the next resolver."""
+
+
+NOT_MINE = NotMine()
+
+
+class Short(NamedTuple):
+    """A resolver's short answer: what its general path would have said, for this module to write.
+
+    A resolver takes part by ``short_ok()`` (a classmethod: true when nothing
+    its general answer depends on is overridden) and ``short_answer(lname,
+    name, qtype)``, which gives a ``Short``, ``NOT_MINE``, or None (the
+    general path answers).  kubernetai stanzas do (kubernetai.cluster.short).
+    """
+
+    rcode: int  # dns.OK or dns.ENAME
+    version: tuple[Any, object]  # what the answer depends on: (version function, its value now)
+    zone_labels: int  # labels of the zone it answered in (answercache.is_portable)
+    written: bytes = b""  # address records, written (their owner is the question: a pointer)
+    ancount: int = 0  # records in ``written``
+    # SRV: (weight, port) of each record, their target (its wire name, text as the general path
+    # builds it) and the packed addresses of its glue, written here with the writer's compression.
+    srv: tuple[tuple[int, int], ...] = ()
+    target: bytes = b""
+    glue: tuple[bytes, ...] = ()
+    ttl: int = 0
+    soa: dns.RRHeader | None = None  # the authority section of a negative answer
+    fallthrough: bool = False  # an NXDOMAIN the chain passes on (``fallthrough``)
 
 
 def answer(factory: Any, data: bytes, address: tuple, proto: str) -> bytes | None:
@@ -66,7 +94,7 @@ def answer(factory: Any, data: bytes, address: tuple, proto: str) -> bytes | Non
     if name_end + 4 > n or name_end - 12 > 255:
         return None
     qtype, qcls = _QTAIL.unpack_from(data, name_end)
-    if qcls != dns.IN or qtype not in _TYPES:
+    if qcls != dns.IN:
         return None
     question_end = name_end + 4
     arcount = data[10:12]
@@ -122,9 +150,9 @@ def answer(factory: Any, data: bytes, address: tuple, proto: str) -> bytes | Non
     fallen: Short | None = None  # the last NXDOMAIN passed on (a later "not mine" keeps it)
     answered_by: Any = None
     for r in chain.resolvers:
-        if type(r) is not KubernetesResolver:
-            return None  # another resolver (forward, hosts...), or one of ours changed: the general path
-        got = short_answer(r, lname, text, qtype)
+        if not class_says(type(r), "short_ok"):
+            return None  # another resolver (forward, hosts...): the general path asks it
+        got = r.short_answer(lname, text, qtype)
         if got is None:
             return None
         if got is NOT_MINE:

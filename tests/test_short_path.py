@@ -260,6 +260,7 @@ def test_the_short_path_takes_the_common_questions_and_leaves_the_rest():
         ("_http._tcp.web.ns0.svc.cluster.local", "SRV"): 1,
         ("web.ns0.svc.cluster.local", "TXT"): 0,  # NODATA
         ("web.ns0.svc.cluster.local", "HTTPS"): 0,
+        ("web.ns0.svc.cluster.local", "ANY"): 0,  # NODATA, as every type but A, AAAA and SRV
         ("nothing.ns0.svc.cluster.local", "A"): 0,  # NXDOMAIN
         ("web.gone.svc.cluster.local", "AAAA"): 0,
         ("_nope._tcp.web.ns0.svc.cluster.local", "SRV"): 0,
@@ -277,7 +278,6 @@ def test_the_short_path_takes_the_common_questions_and_leaves_the_rest():
         ("1-2-3-4.ns0.pod.cluster.local", "A"),
         ("ns0.svc.cluster.local", "A"),
         ("web.ns0.svc.cluster.local", "AXFR"),
-        ("web.ns0.svc.cluster.local", "ANY"),
         ("web.ns0.svc.elsewhere", "A"),  # no stanza: SERVFAIL
         ("w\\.b.ns0.svc.cluster.local", "A"),  # a dot inside a label
     ]
@@ -291,6 +291,15 @@ def test_the_short_path_takes_the_common_questions_and_leaves_the_rest():
     data = dns.message.make_query("web.ns0.svc.cluster.local", "A").to_wire()
     assert shortpath.answer(f, data, ADDRESS, "udp") is not None
     f = factory([KubernetesResolver(KubernetesOptions(zones=("example.org.",)), cluster()), AFTER], False, True)
+    assert shortpath.answer(f, data, ADDRESS, "udp") is None
+    # A stanza whose class changes how it answers (an embedder's subclass) is asked the general way.
+
+    class Decides(KubernetesResolver):
+        def decide(self, q, name, type, info):
+            return super().decide(q, name, type, info)
+
+    assert KubernetesResolver.short_ok() and not Decides.short_ok()
+    f = factory([Decides(KubernetesOptions(zones=("cluster.local.",)), cluster())], False, True)
     assert shortpath.answer(f, data, ADDRESS, "udp") is None
 
 
@@ -347,7 +356,7 @@ def test_every_common_question_of_a_rich_cluster_answers_the_same_both_ways():
         "http.tcp.web.ns0.svc.cluster.local",
         "_._tcp.web.ns0.svc.cluster.local",
     ]
-    types = ("A", "AAAA", "SRV", "TXT", "HTTPS", "MX", "PTR")
+    types = ("A", "AAAA", "SRV", "TXT", "HTTPS", "MX", "PTR", "ANY", "NS", "CNAME", "TYPE99", "AXFR")
     taken = 0
     for resolvers in chains:
         for recursive, more in ((False, False), (True, True)):  # the second: prometheus, log, loadbalance, acl

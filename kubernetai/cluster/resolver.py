@@ -21,6 +21,7 @@ from kubernetai.cluster import xfr
 from kubernetai.cluster.lookup import NoSuchName, View
 from kubernetai.cluster.options import KubernetesOptions
 from kubernetai.cluster.records import answer, max_records, negative_soa
+from kubernetai.cluster.short import short_answer
 from kubernetai.cluster.store import ClusterStore
 from kubernetai.question import Question, ZoneResolver
 from kubernetai.request import MAX_CHASE_DEPTH, RequestInfo, ask_chain, current_request
@@ -80,6 +81,19 @@ class KubernetesResolver(ZoneResolver):
             cls.query is common.ResolverBase.query
             and cls._lookup is ZoneResolver._lookup
             and cls.lookup_in_zone is KubernetesResolver.lookup_in_zone
+        )
+
+    # The server's short path (kubernetai/shortpath.py): a Service's own name and its neighbours as bytes.
+    short_answer = short_answer
+
+    @classmethod
+    def short_ok(cls) -> bool:
+        """Whether the server may ask ``short_answer`` instead: nothing the general answer takes is overridden."""
+        return (
+            cls.direct_ok()
+            and cls.decide is KubernetesResolver.decide
+            and cls._narrow is KubernetesResolver._narrow
+            and cls.short_answer is KubernetesResolver.short_answer
         )
 
     def decide(self, q: Question, name: bytes, type: int, info: RequestInfo) -> Any:

@@ -17,74 +17,35 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Any, NamedTuple
+from typing import Any
 
 from twisted.names import dns
 
 from kubernetai.cluster.lookup import port_matches
 from kubernetai.cluster.records import _wire_name, negative_soa
+from kubernetai.shortpath import NOT_MINE, NotMine, Short
 from kubernetai.zones import match_zone
 
-__all__ = ["NOT_MINE", "Short", "short_answer"]
+__all__ = ["short_answer"]
 
 # An address record whose owner is the question itself: a pointer to offset 12.
 _OWNER_IS_QUESTION = b"\xc0\x0c"
 _RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
-# Types whose answer for a ClusterIP Service's own name is NODATA in records.answer (every
-# type but A/AAAA, SRV, and the transfers, which are REFUSED): the common ones.
-NODATA_TYPES = frozenset(
-    {
-        dns.TXT,
-        dns.MX,
-        dns.CNAME,
-        dns.PTR,
-        dns.NS,
-        dns.SOA,
-        dns.HINFO,
-        dns.NAPTR,
-        43,
-        48,
-        64,
-        65,
-    }  # 43 DS, 48 DNSKEY, 64 SVCB, 65 HTTPS
-)
 
 
-class _NotMine:
-    """The name is in none of the stanza's zones: the chain asks the next resolver."""
-
-
-NOT_MINE = _NotMine()
-
-
-class Short(NamedTuple):
-    """A stanza's answer: what records.answer and the resolver would have said."""
-
-    rcode: int  # dns.OK or dns.ENAME
-    version: tuple[Any, object]  # what the answer depends on: (version function, its value now)
-    zone_labels: int  # labels of the zone it answered in (answercache.is_portable)
-    written: bytes = b""  # address records, written (their owner is the question: a pointer)
-    ancount: int = 0  # records in ``written``
-    # SRV: (weight, port) of each record, their target (text as records.py builds it), and the
-    # packed cluster IPs of its glue; the server writes them with the writer's compression.
-    srv: tuple[tuple[int, int], ...] = ()
-    target: bytes = b""
-    glue: tuple[bytes, ...] = ()
-    ttl: int = 0
-    soa: dns.RRHeader | None = None  # the authority section of a negative answer
-    fallthrough: bool = False  # an NXDOMAIN the chain passes on (``fallthrough``)
-
-
-def short_answer(resolver: Any, lname: str, name: str, qtype: int) -> Short | _NotMine | None:
+def short_answer(resolver: Any, lname: str, name: str, qtype: int) -> Short | NotMine | None:
     """The stanza's answer to ``name`` (as asked, fully qualified; ``lname`` lower-cased), or None.
 
-    ``resolver`` is a ``KubernetesResolver``; ``qtype`` is A, AAAA, SRV or
-    one of ``NODATA_TYPES``, class IN.  ``NOT_MINE`` when the name is outside
-    its zones.
+    ``KubernetesResolver.short_answer`` (``resolver`` is the stanza); class
+    IN.  ``NOT_MINE`` when the name is outside its zones.  Every type but A,
+    AAAA and SRV is NODATA for an existing Service's name, as in
+    records.answer; transfers are the general path's (REFUSED).
     """
     lzone = match_zone(lname, resolver.zones)
     if lzone is None:
         return NOT_MINE
+    if qtype == dns.AXFR or qtype == dns.IXFR:
+        return None
     opts = resolver.opts
     store = resolver.store
     if lzone in opts.multicluster or lzone.endswith("arpa.") or opts.ignore_empty_service or not store.synced:
