@@ -173,11 +173,6 @@ def answer(factory: Any, data: bytes, address: tuple, proto: str) -> bytes | Non
         result = fallen
     body = bytearray(data[12:question_end])  # the question, as asked
     written = result.written
-    if block.rotate and result.ancount + len(result.srv) > 1:  # loadbalance, as the general path's _respond
-        turn = block.next_rotation()
-        if result.ancount > 1:  # address records, all the same size: rotated among their places
-            cut = (turn % result.ancount) * (len(written) // result.ancount)
-            written = written[cut:] + written[:cut]
     body += written
     if result.srv:
         _write_srv(body, name, labels, question_end, result)
@@ -195,6 +190,11 @@ def answer(factory: Any, data: bytes, address: tuple, proto: str) -> bytes | Non
     out = data[:2] + bytes((byte3, byte4)) + counts + body + opt
     if len(out) > limit:
         return None  # the general path truncates
+    if block.rotate and result.ancount + len(result.srv) > 1:  # loadbalance, as the general path's _respond
+        turn = block.next_rotation()
+        if result.ancount > 1:  # address records, all the same size, right after the question: rotated
+            cut = (turn % result.ancount) * (len(written) // result.ancount)
+            out = out[:question_end] + written[cut:] + written[:cut] + out[question_end + len(written) :]
     head = sums = None
     if block.observers or block.metered:
         ancount = result.ancount + len(result.srv)

@@ -313,6 +313,7 @@ def rich_store(synced=True):
         ),
         service("six", "ns1", ip=["fd00::2"], ports=[(None, "TCP", 8080)]),
         service("multi", "ns0", ip=["10.96.0.5", "10.96.0.6"], ports=[("a", "TCP", 80), ("b", "TCP", 81)]),
+        service("many", "ns0", ip=["10.96.0.7"], ports=[(f"p{i}", "TCP", 9000 + i) for i in range(20)]),
         service("bare", "ns0", ip=["10.96.0.4"], ports=[]),
         service("db", "ns0", ip=None, ports=[("pg", "TCP", 5432)]),
         slice_("db", ["10.200.0.1", "10.200.0.2"], "ns0", ports=[("pg", "TCP", 5432)]),
@@ -343,7 +344,7 @@ def test_every_common_question_of_a_rich_cluster_answers_the_same_both_ways():
         [KubernetesResolver(default, rich_store(synced=False))],
     ]
     names = []
-    for svc in ("web", "api", "six", "multi", "bare", "db", "ext", "nope"):
+    for svc in ("web", "api", "six", "multi", "many", "bare", "db", "ext", "nope"):  # many: SRV past 512 bytes
         for ns in ("ns0", "ns1", "gone"):
             names += [f"{svc}.{ns}.svc.cluster.local", f"{svc.upper()}.{ns}.svc.Cluster.LOCAL"]
             names += [
