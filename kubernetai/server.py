@@ -282,8 +282,8 @@ class KubeDNSServerFactory(DNSServerFactory):
             self._observe_cached(cached, data, address, proto, out, start)
         return out
 
-    # Uncached questions about a Service's own name in a block with nothing else to do are
-    # answered as bytes from the start (shortpath.py); False: everything goes the general way.
+    # Uncached questions about a Service's own name (and its neighbours) that stanzas alone answer
+    # are answered as bytes from the start (shortpath.py); False: everything goes the general way.
     short_path = True
 
     def _handle(self, data: bytes, address: tuple, proto: str) -> defer.Deferred:
