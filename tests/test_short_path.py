@@ -374,3 +374,40 @@ def test_every_common_question_of_a_rich_cluster_answers_the_same_both_ways():
             assert accounted(short) == accounted(general)
             assert short.blocks[0].rotation == general.blocks[0].rotation
     assert taken > 2000  # most of these are the short path's to answer
+
+
+BASE_QUERIES = [
+    dns.message.make_query(name, qtype, use_edns=edns, want_dnssec=edns is not None).to_wire()
+    for name in ("web.ns0.svc.cluster.local", "_http._tcp.web.ns0.svc.cluster.local", "nope.ns0.svc.cluster.local")
+    for qtype in ("A", "SRV", "TXT")
+    for edns in (None, 0)
+]
+
+
+RICH = rich_store()
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from(BASE_QUERIES),
+    st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=3),
+    st.integers(0, 200),
+    st.binary(max_size=6),
+)
+def test_damaged_queries_answer_as_the_general_path(query, changes, cut, tail):
+    """A query with octets changed, cut short or trailing bytes: the same answer (FORMERR, drop, ...) both ways."""
+    data = bytearray(query)
+    for at, value in changes:
+        if at < len(data):
+            data[at] = value
+    data = bytes(data[: max(cut, 12)]) + tail
+    resolvers = [
+        KubernetesResolver(KubernetesOptions(zones=("cluster.local.",), fallthrough=Fallthrough((".",))), RICH),
+        KubernetesResolver(KubernetesOptions(zones=("cluster.local.",)), RICH),
+    ]
+    short = factory(resolvers, False, True, True, True, True)
+    general = factory(resolvers, False, False, True, True, True)
+    for proto in ("udp", "tcp"):
+        assert answered(short, data, proto) == answered(general, data, proto)
+    assert entries(short) == entries(general)
+    assert accounted(short) == accounted(general)
