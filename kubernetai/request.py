@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 
 from kubernetai import wire
 from kubernetai.lazy_repr import LazyRepr
+from kubernetai.zones import label_count
 
 __all__ = [
     "MAX_CHASE_DEPTH",
@@ -60,7 +61,7 @@ class Trace(LazyRepr):
 
     def answered_in(self, lzone: str) -> None:
         """A stanza answered in ``lzone``, one of its zones as matched (lower-cased, fully qualified)."""
-        labels = lzone.count(".") if lzone != "." else 0  # a zone's labels: one per final dot
+        labels = label_count(lzone)
         self.zone_labels = labels if self.zone_labels is None else min(self.zone_labels, labels)
 
     def consulted(self, resolver: object) -> None:

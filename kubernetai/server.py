@@ -133,14 +133,13 @@ def _lname(req: wire.Request) -> str:
         return ""
 
 
-def _head(zone: str, proto: str, req: wire.Request, rcode: int, size: int, trace: Trace) -> tuple:
-    """The labels an answer is counted under (metrics.head), from the request and who answered it."""
-    by = trace.answered_by
+def _head(zone: str, proto: str, qtype: int, dnssec_ok: bool, rcode: int, size: int, by: object) -> tuple:
+    """The labels an answer is counted under (metrics.head), from the question and who answered it."""
     return metric_head(
         zone,
         proto,
-        req.question.type,
-        req.dnssec_ok,
+        qtype,
+        dnssec_ok,
         rcode_name(rcode),
         getattr(by, "plugin_name", ""),
         getattr(by, "cluster_name", ""),
@@ -378,11 +377,8 @@ class KubeDNSServerFactory(DNSServerFactory):
         dnssec_ok: bool,
         ancount: int,
         answered_by: object,
-    ) -> tuple[Any, Any]:
-        """An answer of the short path (shortpath.py) observed and counted as ``_finish`` would.
-
-        Returns its metric head and running sums for the cache entry (None, None: not metered).
-        """
+    ) -> tuple | None:
+        """An answer of the short path (shortpath.py) observed and counted as ``_finish`` would; its metric head."""
         rcode = out[3] & 0xF
         if block.observers:
             question = dns.Query(name, qtype, dns.IN)
@@ -400,14 +396,8 @@ class KubeDNSServerFactory(DNSServerFactory):
             ans = _Answer(rcode, True, (None,) * ancount)  # type: ignore[arg-type]
             self._observe(block, req, ans, address, proto, out, False, start)
         if not block.metered or self.meter is None:
-            return None, None
-        by = answered_by
-        head = metric_head(
-            zone, proto, qtype, dnssec_ok, rcode_name(rcode), getattr(by, "plugin_name", ""),
-            getattr(by, "cluster_name", ""), len(out),
-        )  # fmt: skip
-        self.meter.count(head, _family(address), len(data), len(out), self._now() - start)
-        return head, self.meter.sums_for(head)
+            return None
+        return self._count(out, data, qtype, dnssec_ok, zone, address, proto, start, answered_by)
 
     def _finish(
         self,
@@ -424,70 +414,77 @@ class KubeDNSServerFactory(DNSServerFactory):
     ) -> object:
         """The chain's result made an answer: encoded, observed, counted, cached."""
         out: object = self._respond(result, req, block, address, proto, start, info.trace)
+        trace = info.trace
+        qtype = req.question.type
+        head = None
         if block.metered and self.meter is not None:
-            out = self._count(out, data, req, zone, address, proto, start, info.trace)
-        return self._remember(out, data, proto, info.trace, block, req, zone, qname)
+            head = self._count(out, data, qtype, req.dnssec_ok, zone, address, proto, start, trace.answered_by)
+        if isinstance(out, bytes) and trace.cacheable and trace.versions and qtype not in (dns.AXFR, dns.IXFR):
+            # made only by cacheable resolvers
+            self.remember_answer(
+                data, proto, out, trace.versions, trace.zone_labels or 0, block, qtype, qname, head,
+                failure=trace.failure, vary=trace.vary,
+            )  # fmt: skip
+        return out
 
     def _count(
         self,
         out: object,
         data: bytes,
-        req: wire.Request,
+        qtype: int,
+        dnssec_ok: bool,
         zone: str,
         address: tuple,
         proto: str,
         start: float,
-        trace: Trace,
-    ) -> object:
-        """Count an answered query for the ``prometheus`` plugin."""
+        answered_by: object,
+    ) -> tuple:
+        """Count an answered query for the ``prometheus`` plugin; its metric head."""
         assert self.meter is not None
         size = len(out) if isinstance(out, bytes) else sum(len(m) for m in out) if isinstance(out, list) else 0
         rcode = out[3] & 0xF if isinstance(out, bytes) else dns.OK
-        h = _head(zone, proto, req, rcode, size, trace)
+        h = _head(zone, proto, qtype, dnssec_ok, rcode, size, answered_by)
         self.meter.count(h, _family(address), len(data), size, self._now() - start)
-        return out
+        return h
 
-    def _remember(
+    def remember_answer(
         self,
-        out: object,
         data: bytes,
         proto: str,
-        trace: Trace,
+        out: bytes,
+        versions: Sequence[tuple[Callable[[], object], object]],
+        zone_labels: int,
         block: Block,
-        req: wire.Request,
-        zone: str,
+        qtype: int,
         lname: str,
-    ) -> object:
-        """Keep an answer that only cacheable resolvers produced."""
-        if (
-            isinstance(out, bytes)
-            and trace.cacheable
-            and trace.versions
-            and req.question.type not in (dns.AXFR, dns.IXFR)
-        ):
-            # What a cached answer of a metered block keeps to be counted cheaply on each hit.
-            head = sums = None
-            if block.metered and self.meter is not None:
-                head = _head(zone, proto, req, out[3] & 0xF, len(out), trace)
-                sums = self.meter.sums_for(head)
-            run = address_run(out) if block.rotate else None
-            self.answer_cache.remember(
-                data,
-                proto,
-                out,
-                trace.versions,
-                trace.zone_labels or 0,
-                block,
-                failure=trace.failure,
-                vary=trace.vary,
-                qtype=req.question.type,
-                lname=lname,
-                rotation_run=run,
-                metric_head=head,
-                metric_sums=sums,
-                plain=block.gate is None and run is None and not block.observers and head is None,
-            )
-        return out
+        head: tuple | None,
+        *,
+        failure: Any = None,
+        vary: Any = None,
+    ) -> None:
+        """Keep an answer with what its hits need: the metric head and sums, the rotation run, whether it is plain.
+
+        ``head``: the metric head it was counted under (None: not metered).  The
+        general path (``_finish``) and the short path (shortpath.py) both keep theirs here.
+        """
+        sums = self.meter.sums_for(head) if head is not None and self.meter is not None else None
+        run = address_run(out) if block.rotate else None
+        self.answer_cache.remember(
+            data,
+            proto,
+            out,
+            versions,
+            zone_labels,
+            block,
+            failure=failure,
+            vary=vary,
+            qtype=qtype,
+            lname=lname,
+            rotation_run=run,
+            metric_head=head,
+            metric_sums=sums,
+            plain=block.gate is None and run is None and not block.observers and head is None,
+        )
 
     def _encode(self, req: wire.Request, ans: _Answer, proto: str, ra: bool) -> tuple[bytes, bool]:
         limit = req.udp_limit() if proto == "udp" else 65535

@@ -24,13 +24,10 @@ from twisted.names import dns
 
 from kubernetai import wire
 from kubernetai.chain import RequestChain, class_says
-from kubernetai.rotation import address_run
 
 __all__ = ["NOT_MINE", "NotMine", "Short", "answer"]
 
 _ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
-_QTAIL = struct.Struct("!HH")
-_OPT_FIXED = struct.Struct("!BHHBBHH")  # root name, type, class (payload), ext. rcode, version, DO+Z, rdlength
 _COUNTS = struct.Struct("!HHHH")
 _RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
 _SRV_FIXED = struct.Struct("!HHH")  # priority, weight, port
@@ -80,20 +77,13 @@ def answer(factory: Any, data: bytes, address: tuple, proto: str) -> bytes | Non
     n = len(data)
     if n < 17 or data[2] & 0xF8 or data[4:10] != _ONE_QUESTION:  # a response, an opcode, not 1 question
         return None
-    at = 12
-    labels = []
-    while True:  # the question name: plain labels only
-        size = data[at]
-        if size == 0:
-            break
-        if size > 63 or at + size + 1 >= n:
-            return None
-        labels.append(data[at + 1 : at + 1 + size])
-        at += size + 1
-    name_end = at + 1
+    read = wire.plain_name(data)
+    if read is None:
+        return None
+    labels, name_end = read
     if name_end + 4 > n or name_end - 12 > 255:
         return None
-    qtype, qcls = _QTAIL.unpack_from(data, name_end)
+    qtype, qcls = wire.QTAIL.unpack_from(data, name_end)
     if qcls != dns.IN:
         return None
     question_end = name_end + 4
@@ -106,19 +96,11 @@ def answer(factory: Any, data: bytes, address: tuple, proto: str) -> bytes | Non
         if question_end != n:
             return None
     elif arcount == b"\x00\x01":
-        if question_end + _OPT_FIXED.size > n:
+        read_opt = wire.plain_opt(data, question_end)
+        if read_opt is None or read_opt[0] != 0:  # not one we read, or another EDNS version (BADVERS)
             return None
-        root, rtype, payload, _ext, version, flags, rdlength = _OPT_FIXED.unpack_from(data, question_end)
-        at = question_end + _OPT_FIXED.size
-        if root != 0 or rtype != wire.OPT or version != 0 or at + rdlength != n:
-            return None
-        while at < n:  # its options must add up exactly
-            if at + 4 > n:
-                return None
-            at += 4 + int.from_bytes(data[at + 2 : at + 4], "big")
-        if at != n:
-            return None
-        edns, dnssec_ok = True, bool(flags & 0x8000)
+        _, payload, dnssec_ok = read_opt
+        edns = True
         if proto == "udp":
             limit = wire.udp_limit_of(payload)
     else:
@@ -171,6 +153,7 @@ def answer(factory: Any, data: bytes, address: tuple, proto: str) -> bytes | Non
         if fallen is None:
             return None  # no stanza serves the name: the general path says SERVFAIL
         result = fallen
+    ancount = result.ancount + len(result.srv)  # the answer section: address records or SRV
     body = bytearray(data[12:question_end])  # the question, as asked
     written = result.written
     body += written
@@ -183,40 +166,25 @@ def answer(factory: Any, data: bytes, address: tuple, proto: str) -> bytes | Non
     byte4 = (0x80 if block.recursive else 0) | (data[3] & 0x10) | result.rcode
     counts = _COUNTS.pack(
         1,
-        result.ancount + len(result.srv),
+        ancount,
         0 if result.soa is None else 1,
         len(result.glue) + (1 if edns else 0),
     )
     out = data[:2] + bytes((byte3, byte4)) + counts + body + opt
     if len(out) > limit:
         return None  # the general path truncates
-    if block.rotate and result.ancount + len(result.srv) > 1:  # loadbalance, as the general path's _respond
+    if block.rotate and ancount > 1:  # loadbalance, as the general path's _respond
         turn = block.next_rotation()
         if result.ancount > 1:  # address records, all the same size, right after the question: rotated
             cut = (turn % result.ancount) * (len(written) // result.ancount)
             out = out[:question_end] + written[cut:] + written[:cut] + out[question_end + len(written) :]
-    head = sums = None
+    head = None
     if block.observers or block.metered:
-        ancount = result.ancount + len(result.srv)
-        edns_payload = payload if edns else None
-        head, sums = factory.short_answered(
-            block, zone, data, address, proto, start, out, name, qtype, edns_payload, dnssec_ok, ancount, answered_by
-        )
-    run = address_run(out) if block.rotate else None
-    factory.answer_cache.remember(
-        data,
-        proto,
-        out,
-        versions,
-        zone_labels or 0,
-        block,
-        qtype=qtype,
-        lname=lname,
-        rotation_run=run,
-        metric_head=head,
-        metric_sums=sums,
-        plain=block.gate is None and run is None and not block.observers and head is None,
-    )
+        head = factory.short_answered(
+            block, zone, data, address, proto, start, out, name, qtype, payload if edns else None, dnssec_ok,
+            ancount, answered_by,
+        )  # fmt: skip
+    factory.remember_answer(data, proto, out, versions, zone_labels or 0, block, qtype, lname, head)
     return out
 
 

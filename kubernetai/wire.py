@@ -141,17 +141,14 @@ def parse_request(data: bytes) -> Request | Malformed | None:
     return Request(ident, opcode, rd, cd, question, len(data), ixfr_serial=ixfr)
 
 
-_QTAIL = struct.Struct("!HH")
+QTAIL = struct.Struct("!HH")  # a question's type and class
 _OPT_FIXED = struct.Struct("!BHHBBHH")  # root name, type, class (payload), ext. rcode, version, DO+Z, rdlength
 
 
-def _parse_plain(data: bytes, ident: int, opcode: int, rd: bool, cd: bool, ar: int) -> Request | None:
-    """The common query, decoded without Twisted's Message: one question and at most a well-formed OPT.
+def plain_name(data: bytes) -> tuple[list[bytes], int] | None:
+    """The question name of a query as queries write it (labels, no pointers): its labels and where it ends.
 
-    None when the packet is anything else (compressed question name, IXFR,
-    another additional record, an OPT whose options do not add up, bytes
-    left over): the full parser then decides, FORMERR included.  Whatever
-    it accepts decodes to exactly what the full parser gives.
+    None if a label is a pointer (or of a reserved kind) or the packet ends first.
     """
     labels = []
     at = HEADER.size
@@ -166,10 +163,44 @@ def _parse_plain(data: bytes, ident: int, opcode: int, rd: bool, cd: bool, ar: i
             return None
         labels.append(data[at + 1 : at + 1 + size])
         at += 1 + size
-    at += 1
+    return labels, at + 1
+
+
+def plain_opt(data: bytes, at: int) -> tuple[int, int, bool] | None:
+    """The OPT record that ends a query at ``at``: (EDNS version, UDP payload, DO); None unless it is
+    one whose options add up exactly to the packet's end (the full parser judges the others)."""
+    n = len(data)
+    if at + _OPT_FIXED.size > n:
+        return None
+    root, rtype, payload, _ext, version, flags, rdlength = _OPT_FIXED.unpack_from(data, at)
+    at += _OPT_FIXED.size
+    if root != 0 or rtype != OPT or at + rdlength != n:
+        return None
+    while at < n:
+        if at + 4 > n:
+            return None
+        at += 4 + int.from_bytes(data[at + 2 : at + 4], "big")
+    if at != n:
+        return None
+    return version, payload, bool(flags & 0x8000)
+
+
+def _parse_plain(data: bytes, ident: int, opcode: int, rd: bool, cd: bool, ar: int) -> Request | None:
+    """The common query, decoded without Twisted's Message: one question and at most a well-formed OPT.
+
+    None when the packet is anything else (compressed question name, IXFR,
+    another additional record, an OPT whose options do not add up, bytes
+    left over): the full parser then decides, FORMERR included.  Whatever
+    it accepts decodes to exactly what the full parser gives.
+    """
+    read = plain_name(data)
+    if read is None:
+        return None
+    labels, at = read
+    n = len(data)
     if at + 4 > n or at - HEADER.size > 255:
         return None
-    qtype, qcls = _QTAIL.unpack_from(data, at)
+    qtype, qcls = QTAIL.unpack_from(data, at)
     at += 4
     if qtype == dns.IXFR:
         return None
@@ -181,19 +212,10 @@ def _parse_plain(data: bytes, ident: int, opcode: int, rd: bool, cd: bool, ar: i
     name_wire = data[HEADER.size : at - 4] if name.count(b".") + 1 == len(labels) else b""
     if ar == 0:
         return Request(ident, opcode, rd, cd, question, n, name_wire=name_wire) if at == n else None
-    if at + _OPT_FIXED.size > n:
+    opt = plain_opt(data, at)
+    if opt is None:
         return None
-    root, rtype, payload, _ext, version, flags, rdlength = _OPT_FIXED.unpack_from(data, at)
-    at += _OPT_FIXED.size
-    if root != 0 or rtype != OPT or at + rdlength != n:
-        return None
-    end = n
-    while at < end:  # the options must add up exactly (the full parser judges those that do not)
-        if at + 4 > end:
-            return None
-        at += 4 + int.from_bytes(data[at + 2 : at + 4], "big")
-    if at != end:
-        return None
+    version, payload, dnssec_ok = opt
     return Request(
         ident,
         opcode,
@@ -203,7 +225,7 @@ def _parse_plain(data: bytes, ident: int, opcode: int, rd: bool, cd: bool, ar: i
         n,
         edns_version=version,
         edns_payload=payload,
-        dnssec_ok=bool(flags & 0x8000),
+        dnssec_ok=dnssec_ok,
         name_wire=name_wire,
     )
 

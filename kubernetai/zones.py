@@ -123,6 +123,11 @@ def parse_server_key(key: str, default_port: int) -> ServerKey:
     return ServerKey(transport, tuple(zones_of(rest)), port)
 
 
+def label_count(zone: str) -> int:
+    """Labels of a fully qualified name (one per final dot; the root has none)."""
+    return zone.count(".") if zone != "." else 0
+
+
 def is_subdomain(name: str, zone: str) -> bool:
     """Whether ``name`` (normalised) is ``zone`` or below it."""
     return zone == "." or name == zone or name.endswith("." + zone)

@@ -23,7 +23,7 @@ from kubernetai.cluster.store import ClusterStore
 from kubernetai.lazy_repr import LazyRepr
 from kubernetai.question import Question
 
-__all__ = ["Hit", "NoSuchName", "View", "endpoint_hostname", "port_matches", "reverse_address"]
+__all__ = ["Hit", "NoSuchName", "View", "endpoint_hostname", "port_matches", "reverse_address", "service_name"]
 
 
 class NoSuchName(Exception):
@@ -90,6 +90,11 @@ def endpoint_hostname(ep: Endpoint, address: str, pod_names: bool) -> str:
     if label.endswith("-"):
         label += "0"
     return label
+
+
+def service_name(service: str, namespace: str, zone: str) -> str:
+    """``service.namespace.svc.zone.``: a Service's own name (SRV target, answer owner)."""
+    return f"{service}.{namespace}.svc.{zone}" if zone != "." else f"{service}.{namespace}.svc."
 
 
 def reverse_address(lname: str) -> str | None:
@@ -251,7 +256,7 @@ class View(LazyRepr):
         if svc is None:
             raise NoSuchName()
         ttl = self.opts.ttl
-        base = f"{r.service}.{r.namespace}.svc.{zone}" if zone != "." else f"{r.service}.{r.namespace}.svc."
+        base = service_name(r.service, r.namespace, zone)
         if self.opts.ignore_empty_service and svc.type != "ExternalName" and not svc.headless:
             if not self.has_endpoints(svc):
                 raise NoSuchName()

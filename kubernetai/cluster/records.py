@@ -21,7 +21,7 @@ from kubernetai.question import Question
 from kubernetai.rr import soa
 from kubernetai.zones import is_subdomain
 
-__all__ = ["Answer", "answer", "DNS_SCHEMA_VERSION", "negative_soa", "address_rr", "rr", "bare"]
+__all__ = ["Answer", "answer", "DNS_SCHEMA_VERSION", "negative_soa", "address_rr", "rr", "bare", "srv_weight"]
 
 DNS_SCHEMA_VERSION = "1.1.0"
 MAX_CNAME_HOPS = 7  # CNAMEs followed inside our own zones before giving up
@@ -112,9 +112,15 @@ def _addresses(
     return out, chase
 
 
+def srv_weight(hits: int) -> int:
+    """The weight of each SRV record of an answer with ``hits`` hits (CoreDNS's: every hit counts)."""
+    total = 100 * hits or 1
+    return max(1, int(100.0 / total * 100))
+
+
 def _srv(view: View, q: Question, limit: int) -> tuple[list, list]:
     hits = view.services(q, dns.SRV)
-    total = 100 * len(hits) or 1  # the weight counts every hit, also those past the limit
+    weight = srv_weight(len(hits))  # counts every hit, also those past the limit
     records: list[dns.RRHeader] = []
     extra: list[dns.RRHeader] = []
     seen_srv: set[tuple[str, int]] = set()
@@ -124,7 +130,6 @@ def _srv(view: View, q: Question, limit: int) -> tuple[list, list]:
             break
         if h.port < 0:
             continue
-        weight = max(1, int(100.0 / total * 100))
         if (h.target.lower(), h.port) not in seen_srv:
             seen_srv.add((h.target.lower(), h.port))
             records.append(rr(q.name, dns.SRV, h.ttl, dns.Record_SRV(0, weight, h.port, _wire_name(h.target), h.ttl)))

@@ -21,10 +21,12 @@ from typing import Any
 
 from twisted.names import dns
 
-from kubernetai.cluster.lookup import port_matches
-from kubernetai.cluster.records import _wire_name, negative_soa
+from kubernetai.cluster.lookup import port_matches, service_name
+from kubernetai.cluster.names import strip_underscore, strip_zone
+from kubernetai.cluster.records import _wire_name, negative_soa, srv_weight
+from kubernetai.rr import owner_zone
 from kubernetai.shortpath import NOT_MINE, NotMine, Short
-from kubernetai.zones import match_zone
+from kubernetai.zones import label_count, match_zone
 
 __all__ = ["short_answer"]
 
@@ -50,21 +52,21 @@ def short_answer(resolver: Any, lname: str, name: str, qtype: int) -> Short | No
     store = resolver.store
     if lzone in opts.multicluster or lzone.endswith("arpa.") or opts.ignore_empty_service or not store.synced:
         return None
-    labels = (lname[: -len(lzone) - 1] if lzone != "." else lname[:-1]).split(".")
+    labels = strip_zone(lname, lzone).split(".")
     srv = len(labels) == 5
     if not (len(labels) == 3 or srv) or labels[-1] != "svc" or srv != (qtype == dns.SRV):
         return None  # SRV only of _port._proto names; those names' other types go the general way
     service, namespace = labels[-3], labels[-2]
     fine = store.fine_version(namespace, service)
     version = (fine, fine())
-    zone_labels = lzone.count(".") if lzone != "." else 0
-    zone = name[len(name) - len(lzone) :] if lzone != "." else "."
+    zone_labels = label_count(lzone)
+    zone = owner_zone(name, lzone)
     svc = store.service(namespace, service) if resolver.view.namespace_exposed(namespace) else None
     if svc is not None and (svc.type == "ExternalName" or svc.headless):
         return None
     ports = svc.ports if svc is not None else ()
     if srv:
-        port, protocol = _bare(labels[0]), _bare(labels[1])
+        port, protocol = strip_underscore(labels[0]), strip_underscore(labels[1])
         ports = tuple(p for p in ports if port_matches(port, protocol, p.name, p.protocol))
     if not ports:  # no such Service, or a ClusterIP one no port of which matches: NXDOMAIN (CoreDNS)
         soa = negative_soa(resolver.view, zone)
@@ -91,10 +93,6 @@ def short_answer(resolver: Any, lname: str, name: str, qtype: int) -> Short | No
     return Short(dns.OK, version, zone_labels, soa=negative_soa(resolver.view, zone))  # NODATA
 
 
-def _bare(label: str) -> str:
-    return label[1:] if label.startswith("_") else label
-
-
 def _srv(
     zone: str,
     service: str,
@@ -114,8 +112,15 @@ def _srv(
     hits = len(ports) * len(ips)
     if hits > 64:
         return None  # more than an answer holds: the general path truncates
-    target = f"{service}.{namespace}.svc.{zone}" if zone != "." else f"{service}.{namespace}.svc."
-    weight = max(1, int(100.0 / (100 * hits) * 100))
+    weight = srv_weight(hits)
     srv = tuple((weight, port) for port in dict.fromkeys(p.port for p in ports))
     glue = tuple(dict(zip(ips, packed, strict=True)).values())  # one per address as written
-    return Short(dns.OK, version, zone_labels, srv=srv, target=_wire_name(target), glue=glue, ttl=ttl)
+    return Short(
+        dns.OK,
+        version,
+        zone_labels,
+        srv=srv,
+        target=_wire_name(service_name(service, namespace, zone)),
+        glue=glue,
+        ttl=ttl,
+    )
